@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""dermbench: fine-tune ImageNet backbones on HAM10000 under one protocol, ensemble, and report.
+
+A thin CLI: parse the command line, then call one stage. Each stage lives in its own package and
+talks to the next through files in the run directory (DESIGN.md). Heavy imports (TensorFlow,
+Keras) happen only inside the stages that need them, so `--report`, `--ensemble` and `--check`
+run without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+DATASETS = ("synthetic", "ham10000", "isic2018")
+PRESETS = ("native", "paper", "smoke")
+ENSEMBLE_CHOICES = ("soft_voting", "hard_voting", "weighted_voting", "stacking", "all")
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """argparse that reports bad usage in one line (no usage dump) and exits with 2."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _fold_count(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"--folds needs at least 2 folds, got {text!r}")
+    return value
+
+
+def _ratios(text: str) -> tuple[float, float, float]:
+    parts = text.split(",")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected three numbers like 0.8,0.1,0.1, got {text!r}"
+        ) from None
+    if len(values) != 3 or any(v <= 0 for v in values) or abs(sum(values) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError(
+            f"expected three positive train,val,test ratios summing to 1, got {text!r}"
+        )
+    return values  # type: ignore[return-value]
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _name_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface (every option documented in --help)."""
+    parser = _OneLineErrorParser(
+        prog="benchmark.py",
+        description=(
+            "Benchmark ImageNet backbones and their ensembles on HAM10000 / ISIC 2018 skin-lesion "
+            "classification under one protocol, with lesion-grouped splits and honest statistics."
+        ),
+        epilog=(
+            "Examples:\n"
+            "  python benchmark.py --all --preset smoke            # CPU smoke run on synthetic data\n"
+            "  python benchmark.py --prepare --dataset ham10000 --data-dir DIR\n"
+            "  python benchmark.py --ensemble stacking --out runs/ham10000-native\n"
+            "  python benchmark.py --report --out RUNDIR\n"
+            "  python benchmark.py --check baseline.json --out RUNDIR\n"
+            "For research; not for clinical diagnosis."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    action = parser.add_argument_group("what to do (exactly one)").add_mutually_exclusive_group(
+        required=True
+    )
+    action.add_argument("--all", action="store_true",
+                        help="prepare the data, train every entry, build all ensembles and the report")
+    action.add_argument("--prepare", action="store_true",
+                        help="read, validate and split the dataset, build the image cache, "
+                             "print the dataset card")
+    action.add_argument("--download", action="store_true",
+                        help="download the official dataset archives into --data-dir, verify and "
+                             "extract them (resumes interrupted downloads)")
+    action.add_argument("--list", action="store_true",
+                        help="list the registered backbones, ensembles and presets")
+    action.add_argument("--ensemble", choices=ENSEMBLE_CHOICES, metavar="NAME",
+                        help="build one ensemble (or 'all') from the saved predictions in --out; "
+                             f"one of: {', '.join(ENSEMBLE_CHOICES)}")
+    action.add_argument("--report", action="store_true",
+                        help="regenerate metrics, figures and report.md from --out (no training)")
+    action.add_argument("--save-baseline", metavar="FILE",
+                        help="write the run's current metrics to FILE as a regression baseline")
+    action.add_argument("--check", metavar="FILE",
+                        help="compare the run's metrics with a baseline FILE; exit 1 if any "
+                             "dropped by more than its tolerance")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS,
+                      help="synthetic (generated, the default for --preset smoke), ham10000 "
+                           "(official HAM10000 layout) or isic2018 (ISIC 2018 Task 3 layout)")
+    data.add_argument("--data-dir", metavar="DIR",
+                      help="folder holding the dataset (or where --download puts it)")
+    data.add_argument("--split", choices=("lesion", "image"), default="lesion",
+                      help="lesion: stratified, grouped by lesion_id (default, leak-free); image: "
+                           "the source paper's random image-level split (leaky, for reproduction)")
+    data.add_argument("--ratios", type=_ratios, default=(0.8, 0.1, 0.1), metavar="TR,VA,TE",
+                      help="train,val,test ratios (default 0.8,0.1,0.1)")
+    data.add_argument("--folds", type=_fold_count, metavar="K",
+                      help="K stratified group folds instead of one train/val/test split")
+    data.add_argument("--test-set", choices=("split", "official"), default="split",
+                      help="isic2018 only: 'official' trains/validates on HAM10000 (split by "
+                           "lesion) and tests on the official ISIC 2018 test images")
+    data.add_argument("--allow-missing", action="store_true",
+                      help="proceed without images listed in the metadata but missing on disk "
+                           "(their count is recorded in dataset.json)")
+    data.add_argument("--synthetic-images", type=_positive_int, default=700, metavar="N",
+                      help="size of the generated synthetic dataset (default 700)")
+    data.add_argument("--image-size", type=_positive_int, metavar="PX",
+                      help="square input size; default: each backbone's native size (preset)")
+    data.add_argument("--resize-mode", choices=("square", "crop"), default="square",
+                      help="square: whole image resized to a square (default); crop: centre crop")
+    data.add_argument("--cache-dir", metavar="DIR",
+                      help="decoded-image cache (default $DERMBENCH_CACHE or ~/.cache/dermbench)")
+    data.add_argument("--workers", type=_positive_int, metavar="N",
+                      help="processes for decoding images (default: all cores)")
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--preset", choices=PRESETS,
+                       help="native (default): native sizes, GPU-sized epochs; paper: the study's "
+                            "literal settings; smoke: CPU-sized, weights=None")
+    train.add_argument("--models", nargs="+", metavar="NAME",
+                       help="train only these entries (backbones or baselines)")
+    train.add_argument("--epochs", type=_positive_int, metavar="N",
+                       help="epochs per phase (overrides the preset)")
+    train.add_argument("--batch-size", type=_positive_int, metavar="N",
+                       help="batch size (overrides the preset)")
+    train.add_argument("--weights", metavar="none|imagenet|PATH",
+                       help="initial backbone weights (overrides the preset)")
+    train.add_argument("--weights-dir", metavar="DIR",
+                       help="folder with official weight files (offline use); also "
+                            "$DERMBENCH_WEIGHTS_DIR")
+    train.add_argument("--seed", type=_non_negative_int, default=0,
+                       help="seed for the split, the synthetic data and training (default 0)")
+    train.add_argument("--deterministic", action="store_true",
+                       help="deterministic ops: two CPU runs give identical predictions (slower)")
+    train.add_argument("--force-new", action="store_true",
+                       help="start a fresh run directory instead of refusing a protocol mismatch")
+    train.add_argument("--out", metavar="RUNDIR",
+                       help="run directory (default runs/<dataset>-<preset>)")
+
+    ens = parser.add_argument_group("ensembles and reports")
+    ens.add_argument("--members", type=_name_list, metavar="A,B,C",
+                     help="ensemble members (default: the five backbones present in the run)")
+    ens.add_argument("--rank-by", default="balanced_accuracy", metavar="METRIC",
+                     help="metric that orders the report's ranking (default balanced_accuracy)")
+    ens.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N",
+                     help="lesion-bootstrap resamples for confidence intervals (default 1000)")
+    ens.add_argument("--tolerance", type=_probability, default=0.01, metavar="T",
+                     help="--check: allowed drop per metric unless the baseline says otherwise")
+
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.prepare:
+        from data_utils.cli import run_prepare
+
+        return run_prepare(args)
+    if args.download:
+        from data_utils.cli import run_download
+
+        return run_download(args)
+    if args.list:
+        from zoo.cli import run_list
+
+        return run_list(args)
+    if args.all:
+        from training.cli import run_all
+
+        return run_all(args)
+    if args.ensemble:
+        from ensembles.cli import run_ensemble
+
+        return run_ensemble(args)
+    if args.report:
+        from reports.cli import run_report
+
+        return run_report(args)
+    if args.save_baseline:
+        from reports.cli import run_save_baseline
+
+        return run_save_baseline(args)
+    if args.check:
+        from reports.cli import run_check
+
+        return run_check(args)
+    raise AssertionError("argparse guarantees one action")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI. Returns the process exit code (0 ok, 1 failed check/entry, 2 user error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    from data_utils.errors import BenchmarkError
+
+    try:
+        return _dispatch(args)
+    except BenchmarkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

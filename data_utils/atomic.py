@@ -1,0 +1,96 @@
+"""Atomic file writes: write to a temporary file in the same folder, fsync, then rename.
+
+A reader never sees a half-written file, and a killed process leaves either the old file or the
+new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+    """Open a temporary sibling of `path` for writing; on success rename it onto `path`.
+
+    Args:
+        path: the final destination.
+        mode: "w" (text) or "wb" (binary).
+        **kwargs: passed to `open` (e.g. encoding, newline).
+
+    Yields:
+        The open temporary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        if "b" not in mode:
+            kwargs.setdefault("encoding", "utf-8")
+        with os.fdopen(fd, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` atomically (UTF-8)."""
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def _json_default(value: Any) -> Any:
+    # NumPy scalars and arrays, Paths and sets appear in configs and metrics.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (Path, os.PathLike)):
+        return os.fspath(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write `obj` as indented, key-sorted JSON to `path` atomically (NaN written as null)."""
+    text = json.dumps(_nan_to_none(obj), indent=2, sort_keys=True, default=_json_default)
+    atomic_write_text(path, text + "\n")
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+def atomic_write_csv(path: str | os.PathLike, frame: Any, **kwargs: Any) -> None:
+    """Write a pandas DataFrame to CSV atomically (index off unless given)."""
+    kwargs.setdefault("index", False)
+    with atomic_open(path, "w", newline="") as handle:
+        frame.to_csv(handle, **kwargs)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file written by `atomic_write_json`."""
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
