@@ -133,14 +133,14 @@ def validate_predictions(preds: Predictions) -> None:
         bad = np.flatnonzero(~np.isin(values, CLASSES))
         if bad.size:
             raise PredictionFileError(
-                f"{where}: row {bad[0] + 1}: unknown class {values[bad[0]]!r} in column "
+                f"{where}: row {bad[0] + 1}: unknown class {str(values[bad[0]])!r} in column "
                 f"'{column}'; expected one of {', '.join(CLASSES)}"
             )
     dup = pd.Series(preds.image_id).duplicated()
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])
         raise PredictionFileError(
-            f"{where}: row {row + 1}: image_id {preds.image_id[row]!r} appears more than once"
+            f"{where}: row {row + 1}: image_id {str(preds.image_id[row])!r} appears more than once"
         )
     finite = np.isfinite(preds.proba)
     if not finite.all():
@@ -160,7 +160,7 @@ def validate_predictions(preds: Predictions) -> None:
     if off.size:
         row = int(off[0])
         raise PredictionFileError(
-            f"{where}: row {row + 1} (image_id {preds.image_id[row]!r}): probabilities sum to "
+            f"{where}: row {row + 1} (image_id {str(preds.image_id[row])!r}): probabilities sum to "
             f"{sums[row]:.6f}, not 1 (tolerance {ROW_SUM_TOLERANCE}); {off.size} row(s) affected. "
             "Normalise each row (e.g. apply softmax) before writing."
         )
@@ -183,7 +183,12 @@ def read_predictions(path: str | os.PathLike) -> Predictions:
     if not path.is_file():
         raise PredictionFileError(f"{path}: prediction file not found")
     try:
-        frame = pd.read_csv(path, dtype={c: str for c in (*ID_COLUMNS, PREDICTION_COLUMN)})
+        # round_trip: probabilities come back bit-identical to what write_predictions wrote.
+        frame = pd.read_csv(
+            path,
+            dtype={c: str for c in (*ID_COLUMNS, PREDICTION_COLUMN)},
+            float_precision="round_trip",
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise PredictionFileError(f"{path}: not a readable CSV ({exc})") from exc
     expected = [*ID_COLUMNS, *CLASSES]

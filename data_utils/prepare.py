@@ -1,0 +1,311 @@
+"""Prepare a run directory's data: read, validate, split, write splits.csv + dataset.json, cache.
+
+`prepare` is what `python benchmark.py --prepare` (and `--all`) runs. It is idempotent: running it
+again on the same run directory with the same inputs keeps splits.csv untouched and reopens the
+image caches without decoding; a run directory whose splits.csv differs is refused (RunDirError)
+unless `force_new`, which moves the old run directory aside first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tabulate import tabulate
+
+from data_utils.atomic import atomic_write_json, atomic_write_text, read_json
+from data_utils.classes import CLASSES
+from data_utils.errors import DataError, RunDirError
+from data_utils.readers import read_dataset
+from data_utils.rundir import RunDir
+from data_utils.splits import (
+    SPLIT_NAMES,
+    leakage_report,
+    lesions_per_split,
+    make_splits,
+    split_counts,
+)
+
+logger = logging.getLogger(__name__)
+
+SPLITS_COLUMNS: tuple[str, ...] = ("image_id", "lesion_id", "dx", "split")
+# dataset.json keys that define the split; a mismatch on rerun is named in the error.
+CONFIG_KEYS: tuple[str, ...] = (
+    "dataset", "split", "ratios", "folds", "seed", "test_set", "synthetic_images", "allow_missing",
+)
+
+
+@dataclass
+class PreparedData:
+    """The result of `prepare`.
+
+    Attributes:
+        table: the dataset table with `split` (and `fold` for K folds) columns.
+        run: the run directory.
+        card: the dataset card (the content of dataset.json).
+        caches: image size -> ImageCache.
+    """
+
+    table: pd.DataFrame
+    run: RunDir
+    card: dict
+    caches: dict = field(default_factory=dict)
+
+
+def splits_csv_text(table: pd.DataFrame) -> str:
+    """splits.csv content: image_id,lesion_id,dx,split[,fold], rows sorted by image_id."""
+    columns = [*SPLITS_COLUMNS, *(["fold"] if "fold" in table.columns else [])]
+    buffer = io.StringIO()
+    table[columns].sort_values("image_id", kind="stable").to_csv(buffer, index=False, lineterminator="\n")
+    return buffer.getvalue()
+
+
+def build_card(table: pd.DataFrame, config: dict, splits_text: str) -> dict:
+    """The dataset card (dataset.json): config, counts, lesions, leakage check, provenance.
+
+    Args:
+        table: the split table (split[, fold] columns; attrs from the reader).
+        config: dataset, data_dir, split, ratios, folds, seed, test_set, ... (copied in).
+        splits_text: the splits.csv content (hashed into `splits_sha256`).
+
+    Returns:
+        The card as a JSON-ready dict.
+    """
+    counts = split_counts(table)
+    attrs = table.attrs or {}
+    source = attrs.get("source", {})
+    if config.get("test_set") == "official":
+        test_source = "official ISIC 2018 Task 3 test set"
+    elif config.get("folds"):
+        test_source = f"fold 0 of {config['folds']} lesion-grouped folds of the dataset"
+    else:
+        test_source = f"{config.get('split', 'lesion')}-level held-out split of the dataset"
+    card = {
+        **config,
+        "ratios": list(config.get("ratios", ())),
+        "classes": list(CLASSES),
+        "images": {**{s: sum(counts[s].values()) for s in SPLIT_NAMES}, "total": len(table)},
+        "lesions": {**lesions_per_split(table), "total": int(table["lesion_id"].nunique())},
+        "counts": counts,
+        "class_totals": {c: int((table["dx"] == c).sum()) for c in CLASSES},
+        "leakage": leakage_report(table),
+        "missing_images": int(attrs.get("missing_images", 0)),
+        "missing_examples": list(attrs.get("missing_examples", [])),
+        "test_source": test_source,
+        "source": source,
+        "splits_sha256": hashlib.sha256(splits_text.encode("utf-8")).hexdigest(),
+    }
+    if "fold" in table.columns:
+        folded = table[table["fold"] >= 0]
+        per_fold = pd.crosstab(folded["fold"], folded["dx"])
+        card["fold_counts"] = {
+            str(int(f)): {c: int(per_fold.at[f, c]) if c in per_fold.columns else 0 for c in CLASSES}
+            for f in per_fold.index
+        }
+        card["split_is_fold"] = 0
+    return card
+
+
+def _difference(old: dict, new: dict) -> str:
+    if not old:
+        return "it differs from the split these settings give, and there is no dataset.json"
+    changed = [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in CONFIG_KEYS
+        if old.get(key) != new.get(key)
+    ]
+    if changed:
+        return "; ".join(changed)
+    return "same settings, but the images or labels in the data folder changed"
+
+
+def _move_aside(root: Path) -> Path:
+    n = 1
+    while (target := root.with_name(f"{root.name}.old-{n}")).exists():
+        n += 1
+    os.replace(root, target)
+    logger.warning("moved the previous run directory %s aside to %s (--force-new)", root, target)
+    return target
+
+
+def _check_existing(run: RunDir, splits_text: str, card: dict, force_new: bool) -> bool:
+    """True when splits.csv exists with the same content; refuse (or move aside) a different one."""
+    if not run.splits_csv.is_file():
+        return False
+    if run.splits_csv.read_text(encoding="utf-8") == splits_text:
+        return True
+    old = read_json(run.dataset_json) if run.dataset_json.is_file() else {}
+    what = _difference(old, card)
+    if force_new:
+        _move_aside(run.root)
+        return False
+    raise RunDirError(
+        f"{run.root} already holds a different split ({run.splits_csv.name}: {what}); anything "
+        f"trained there used that split. Pass --force-new to move it aside and start afresh, or "
+        f"choose another --out"
+    )
+
+
+def prepare(
+    dataset: str,
+    data_dir: str | os.PathLike | None,
+    out: str | os.PathLike,
+    *,
+    split: str = "lesion",
+    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    folds: int | None = None,
+    seed: int = 0,
+    allow_missing: bool = False,
+    test_set: str = "split",
+    synthetic_images: int = 700,
+    image_sizes: Sequence[int] = (299,),
+    resize_mode: str = "square",
+    cache_root: str | os.PathLike | None = None,
+    workers: int | None = None,
+    force_new: bool = False,
+    progress: bool = True,
+) -> PreparedData:
+    """Read, validate and split a dataset, write splits.csv + dataset.json, build the caches.
+
+    Args:
+        dataset: "synthetic", "ham10000" or "isic2018".
+        data_dir: the dataset folder; for "synthetic" None means `default_synthetic_dir`.
+        out: the run directory.
+        split, ratios, folds, seed: see `make_splits`.
+        allow_missing, test_set: see `read_dataset`.
+        synthetic_images: size of the generated dataset (synthetic only; seeded by `seed`).
+        image_sizes: build a decoded-image cache for each of these sizes (empty: none).
+        resize_mode: "square" or "crop".
+        cache_root: cache root (None: `default_cache_root()`).
+        workers: decoding processes (None: all cores).
+        force_new: when `out` holds a different split, move it aside instead of refusing.
+        progress: show the cache build's progress bar.
+
+    Returns:
+        PreparedData(table, run, card, caches).
+
+    Raises:
+        DataError: bad dataset files (including unreadable images found by the cache build).
+        RunDirError: `out` holds a different split and not `force_new`.
+        SplitError: split settings that cannot be honoured.
+    """
+    if dataset == "synthetic":
+        from data_utils.synthetic import default_synthetic_dir, generate_synthetic
+
+        root = Path(data_dir) if data_dir is not None else default_synthetic_dir(synthetic_images, seed)
+        data_dir = generate_synthetic(root, n_images=synthetic_images, seed=seed)
+    elif data_dir is None:
+        raise DataError(
+            f"--dataset {dataset} needs --data-dir (the folder with the release; fetch it with "
+            f"--download --dataset {dataset} --data-dir DIR)"
+        )
+    data_dir = Path(data_dir).expanduser().resolve()
+    table = read_dataset(dataset, data_dir, allow_missing=allow_missing, test_set=test_set)
+    attrs = dict(table.attrs)
+    table = make_splits(table, split=split, ratios=ratios, folds=folds, seed=seed)
+    table.attrs = attrs
+
+    config = {
+        "dataset": dataset,
+        "data_dir": str(data_dir),
+        "split": split,
+        "ratios": [float(r) for r in ratios],
+        "folds": folds,
+        "seed": int(seed),
+        "test_set": test_set,
+        "allow_missing": bool(allow_missing),
+        "synthetic_images": int(synthetic_images) if dataset == "synthetic" else None,
+    }
+    text = splits_csv_text(table)
+    card = build_card(table, config, text)
+    run = RunDir(out)
+    unchanged = _check_existing(run, text, card, force_new)
+
+    caches = {}
+    if image_sizes:
+        from data_utils.cache import build_cache
+
+        for size in image_sizes:
+            caches[int(size)] = build_cache(
+                table["path"].tolist(), table["image_id"].tolist(), int(size),
+                resize_mode=resize_mode, cache_root=cache_root, workers=workers, progress=progress,
+            )
+
+    run.root.mkdir(parents=True, exist_ok=True)
+    if not unchanged:
+        atomic_write_text(run.splits_csv, text)
+    if not run.dataset_json.is_file() or read_json(run.dataset_json) != _json_roundtrip(card):
+        atomic_write_json(run.dataset_json, card)
+    logger.info("prepared %s: %d images -> %s", dataset, len(table), run.root)
+    return PreparedData(table=table, run=run, card=card, caches=caches)
+
+
+def _json_roundtrip(obj: dict) -> dict:
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def format_card(card: dict) -> str:
+    """The human dataset card: counts per split x class, lesions, leakage check.
+
+    Args:
+        card: a dataset.json dict (from `build_card`).
+
+    Returns:
+        Multi-line text (tabulate tables).
+    """
+    counts = card["counts"]
+    totals = card["class_totals"]
+    n = max(card["images"]["total"], 1)
+    rows = [
+        [c, *(counts[s][c] for s in SPLIT_NAMES), totals[c], f"{100 * totals[c] / n:.1f}%"]
+        for c in CLASSES
+    ]
+    rows.append(["images", *(card["images"][s] for s in SPLIT_NAMES), card["images"]["total"], ""])
+    rows.append(["lesions", *(card["lesions"][s] for s in SPLIT_NAMES), card["lesions"]["total"], ""])
+    table = tabulate(rows, headers=["class", *SPLIT_NAMES, "total", "share"], tablefmt="github")
+    ratios = "/".join(f"{r:g}" for r in card["ratios"])
+    lines = [
+        f"Dataset {card['dataset']} ({card['data_dir']})",
+        f"Split: {card['split']}-level, ratios {ratios}, seed {card['seed']}"
+        + (f", {card['folds']} folds (split shown: fold 0)" if card.get("folds") else "")
+        + f"; test set: {card['test_source']}",
+        "",
+        table,
+        "",
+    ]
+    leak = card["leakage"]
+    if card["split"] == "image":
+        lines.append(
+            f"LEAKY image-level split (the source paper's protocol): "
+            f"{leak['test_images_sharing_lesion_with_train']} test images "
+            f"({100 * leak['test_images_sharing_lesion_with_train_share']:.1f}%) share a lesion "
+            f"with training images; {leak['shared_lesions_total']} lesions span several splits"
+        )
+        per_class = {c: k for c, k in leak["test_images_sharing_lesion_with_train_per_class"].items() if k}
+        if per_class:
+            lines.append("  per class: " + ", ".join(f"{c} {k}" for c, k in per_class.items()))
+    else:
+        status = "ok" if leak["ok"] else "LEAK"
+        pairs = ", ".join(f"{k} {v}" for k, v in leak["shared_lesions"].items())
+        lines.append(f"Leakage check: {leak['shared_lesions_total']} lesions shared between splits "
+                     f"({pairs}): {status}")
+    if "fold_counts" in card:
+        fold_rows = [[f, *(fc[c] for c in CLASSES), sum(fc.values())] for f, fc in card["fold_counts"].items()]
+        lines += ["", tabulate(fold_rows, headers=["fold", *CLASSES, "images"], tablefmt="github")]
+    if card.get("missing_images"):
+        lines.append(
+            f"Missing images skipped (--allow-missing): {card['missing_images']} "
+            f"(first: {', '.join(card['missing_examples'])})"
+        )
+    source = card.get("source", {})
+    if source.get("official_validation") and card.get("test_set") == "official":
+        lines.append(f"Official validation set: {source['official_validation']}")
+    lines.append(f"splits.csv sha256 {card['splits_sha256'][:16]}...")
+    return "\n".join(lines)

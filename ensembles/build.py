@@ -1,0 +1,257 @@
+"""The ensembles stage: read member predictions, fit, predict, write the ensemble folders.
+
+Everything is read, checked, fit and predicted in memory first (`fit_ensembles`); only when every
+requested ensemble succeeded is anything written (`write_ensemble_results`), so a refusal leaves
+the run directory untouched. Per ensemble it writes, under RUNDIR/ensembles/<name>/:
+
+    predictions_val.csv    soft/hard voting: out of sample. weighted voting / stacking: in sample
+                           when they were fit on the validation split (fit.json and metrics.json
+                           say so with val_in_sample: true); judge them on test.
+    predictions_test.csv   never fit on, only predicted.
+    fit.json               see `ensembles.fitfile`.
+    metrics.json           via reports.entry.write_entry_metrics (skipped with a warning while
+                           the reports package is not installed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from data_utils.classes import CLASSES
+from data_utils.errors import RunDirError
+from data_utils.predictions import Predictions, make_predictions, write_predictions
+from data_utils.rundir import RunDir
+from ensembles.base import EnsembleEstimator
+from ensembles.fitfile import fit_record, write_fit
+from ensembles.members import AlignedSplit, MemberData, load_members, resolve_members
+from ensembles.registry import make_estimator, resolve_names
+from ensembles.stacking import Stacking
+from ensembles.voting import HardVoting, WeightedVoting
+
+logger = logging.getLogger(__name__)
+
+IN_SAMPLE_NOTE = (
+    "predictions_val.csv is in-sample: this ensemble was fit on these validation predictions, so "
+    "its validation metrics are optimistic; judge it on test"
+)
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    """One fitted ensemble and its predictions, not yet written.
+
+    Attributes:
+        name: the ensemble's name.
+        estimator: the fitted estimator.
+        val, test: its predictions on the validation and test split.
+        record: the fit.json record.
+    """
+
+    name: str
+    estimator: EnsembleEstimator
+    val: Predictions
+    test: Predictions
+    record: dict[str, Any]
+
+    @property
+    def members(self) -> list[str]:
+        """Member names, in the order of the fit."""
+        return list(self.record["members"])
+
+    @property
+    def fit_split(self) -> str:
+        """The split fit on: "val", "oof" or "none"."""
+        return str(self.record["fit_split"])
+
+    @property
+    def fit_size(self) -> int:
+        """Rows fit on (0 when nothing is learned)."""
+        return int(self.record["fit_size"])
+
+    @property
+    def val_in_sample(self) -> bool:
+        """Whether predictions_val.csv holds images the ensemble was fit on."""
+        return bool(self.record["val_in_sample"])
+
+
+def _member_files(data: MemberData) -> dict[str, dict[str, dict[str, str]]]:
+    splits = [s for s in (data.val, data.test, data.oof) if s is not None]
+    return {
+        member: {s.split: {"path": s.files[i], "sha256": s.sha256[i]} for s in splits}
+        for i, member in enumerate(data.members)
+    }
+
+
+def _predictions(name: str, split: AlignedSplit, estimator: EnsembleEstimator) -> Predictions:
+    proba = estimator.predict_proba(split.probas)
+    prediction = None
+    if isinstance(estimator, HardVoting):
+        # Vote shares can tie; the tie-broken class is written explicitly (DESIGN.md).
+        prediction = np.asarray(CLASSES)[estimator.predict(split.probas)]
+    return make_predictions(
+        split.image_id, split.lesion_id, split.label, proba, prediction,
+        source=f"ensembles/{name}/predictions_{split.split}.csv",
+    )
+
+
+def _fit_one(name: str, data: MemberData, member_files: dict) -> EnsembleResult:
+    estimator = make_estimator(name)
+    if not estimator.learns:
+        fit_data, fit_split = data.val, "none"
+    elif isinstance(estimator, Stacking) and data.oof is not None:
+        fit_data, fit_split = data.oof, "oof"
+    else:
+        fit_data, fit_split = data.val, "val"
+    # Soft/hard voting learn nothing; fit only validates the inputs and records the member count.
+    estimator.fit(fit_data.probas, fit_data.y, groups=fit_data.lesion_id)
+    learned = fit_split != "none"
+    val_in_sample = learned and bool(set(fit_data.image_id) & set(data.val.image_id))
+    record = fit_record(
+        estimator,
+        members=list(data.members),
+        fit_split=fit_split,
+        fit_size=len(fit_data) if learned else 0,
+        fit_lesions=len(np.unique(fit_data.lesion_id)) if learned else 0,
+        val_in_sample=val_in_sample,
+        member_files=member_files,
+    )
+    if isinstance(estimator, WeightedVoting):
+        logger.info("weighted_voting weights: %s", ", ".join(
+            f"{m}={w:.4f}" for m, w in zip(data.members, estimator.weights_, strict=True)))
+    if isinstance(estimator, Stacking):
+        logger.info("stacking: fit on %s (%d rows), C=%g chosen by %s", fit_split, len(fit_data),
+                    estimator.C_, estimator.cv_.get("scheme"))
+    return EnsembleResult(
+        name=name,
+        estimator=estimator,
+        val=_predictions(name, data.val, estimator),
+        test=_predictions(name, data.test, estimator),
+        record=record,
+    )
+
+
+def fit_ensembles(
+    run_dir: str | os.PathLike,
+    names: Iterable[str] | str = ("all",),
+    members: list[str] | None = None,
+) -> list[EnsembleResult]:
+    """Read and check the members' predictions, fit every requested ensemble; write nothing.
+
+    Args:
+        run_dir: the run directory (holding models/<member>/predictions_{val,test}.csv).
+        names: ensemble names and/or "all".
+        members: member names, or None for the default (see `ensembles.members.resolve_members`).
+
+    Returns:
+        One `EnsembleResult` per ensemble, in canonical order.
+
+    Raises:
+        EnsembleError: unknown ensemble or member, fewer than two members, a fit that cannot run.
+        PredictionFileError: a member file that breaks the contract or disagrees with another.
+        RunDirError: no such run directory or no models folder.
+    """
+    resolved = resolve_names(names)
+    run = RunDir(run_dir)
+    if not run.root.is_dir():
+        raise RunDirError(f"{run.root}: no such run directory; pass --out RUNDIR of a run with "
+                          "models/<name>/predictions_{val,test}.csv")
+    member_names = resolve_members(run, members)
+    logger.info("ensemble members: %s", ", ".join(member_names))
+    data = load_members(run, member_names)
+    files = _member_files(data)
+    return [_fit_one(name, data, files) for name in resolved]
+
+
+def _metrics_extra(result: EnsembleResult) -> dict[str, Any]:
+    extra: dict[str, Any] = {
+        "kind": "ensemble",
+        "status": "ok",
+        "members": result.members,
+        "fit_split": result.fit_split,
+        "fit_size": result.fit_size,
+        "val_in_sample": result.val_in_sample,
+    }
+    if result.val_in_sample:
+        extra["val_note"] = IN_SAMPLE_NOTE
+    if isinstance(result.estimator, WeightedVoting):
+        extra["weights"] = dict(zip(result.members, result.estimator.weights_.tolist(), strict=True))
+    if isinstance(result.estimator, Stacking):
+        extra["C"] = result.estimator.C_
+    return extra
+
+
+def _write_metrics(entry_dir, extra, n_resamples: int, seed: int) -> bool:
+    """Write entry_dir/metrics.json with reports.entry.write_entry_metrics.
+
+    Returns:
+        False (after a logged warning) when the reports package is not installed, else True.
+    """
+    try:
+        from reports.entry import write_entry_metrics
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("reports"):
+            raise
+        logger.warning("reports package not available (%s); %s/metrics.json not written",
+                       exc, entry_dir)
+        return False
+    write_entry_metrics(entry_dir, extra=extra, n_resamples=n_resamples, seed=seed)
+    return True
+
+
+def write_ensemble_results(
+    run_dir: str | os.PathLike,
+    results: list[EnsembleResult],
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> None:
+    """Write each ensemble's predictions, fit.json and metrics.json (all atomically).
+
+    Args:
+        run_dir: the run directory.
+        results: from `fit_ensembles`.
+        n_resamples, seed: the lesion bootstrap of the test metrics' intervals.
+    """
+    run = RunDir(run_dir)
+    for result in results:
+        folder = run.ensemble_dir(result.name)
+        write_predictions(RunDir.predictions_file(folder, "val"), result.val)
+        write_predictions(RunDir.predictions_file(folder, "test"), result.test)
+        write_fit(folder / "fit.json", result.record)
+        _write_metrics(folder, _metrics_extra(result), n_resamples, seed)
+        logger.info("wrote %s", folder)
+
+
+def build_ensembles(
+    run_dir: str | os.PathLike,
+    names: Iterable[str] | str = ("all",),
+    members: list[str] | None = None,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> list[str]:
+    """Fit the requested ensembles on a run's saved predictions and write their folders.
+
+    Nothing is written unless every requested ensemble could be built. results.csv and the
+    report are not touched here (the CLI and the training runner refresh them afterwards).
+
+    Args:
+        run_dir: the run directory.
+        names: ensemble names and/or "all".
+        members: member names, or None for the default members.
+        n_resamples, seed: lesion bootstrap for the metrics' confidence intervals.
+
+    Returns:
+        The names of the ensembles written, in canonical order.
+
+    Raises:
+        EnsembleError, PredictionFileError, RunDirError: see `fit_ensembles`.
+    """
+    results = fit_ensembles(run_dir, names, members)
+    write_ensemble_results(run_dir, results, n_resamples=n_resamples, seed=seed)
+    return [r.name for r in results]

@@ -1,0 +1,104 @@
+"""`python benchmark.py --ensemble NAME|all [--members a,b,c] --out RUNDIR`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import warnings
+from pathlib import Path
+
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
+from tabulate import tabulate
+
+from data_utils.errors import RunDirError
+from ensembles.build import EnsembleResult, fit_ensembles, write_ensemble_results
+
+logger = logging.getLogger(__name__)
+
+
+def default_run_dir(args: argparse.Namespace) -> Path:
+    """The run directory: --out, else DESIGN.md's default runs/<dataset>-<preset> if it exists.
+
+    Raises:
+        RunDirError: no --out and no run directory at the default place.
+    """
+    if getattr(args, "out", None):
+        return Path(args.out)
+    preset = getattr(args, "preset", None) or "native"
+    dataset = getattr(args, "dataset", None) or ("synthetic" if preset == "smoke" else "ham10000")
+    default = Path("runs") / f"{dataset}-{preset}"
+    if not default.is_dir():
+        raise RunDirError(
+            f"no --out given and the default run directory {default} (for --dataset {dataset} "
+            f"--preset {preset}) does not exist; pass --out RUNDIR, a folder holding "
+            "models/<name>/predictions_val.csv and predictions_test.csv"
+        )
+    return default
+
+
+def _refresh_reports(run_dir: Path, args: argparse.Namespace) -> None:
+    """Rewrite results.csv and the report when the reports package is available."""
+    try:
+        from reports.build import build_report
+        from reports.results import write_results_csv
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("reports"):
+            raise
+        logger.warning("reports package not available (%s); results.csv and report.md not "
+                       "updated", exc)
+        return
+    from data_utils.rundir import RunDir
+
+    write_results_csv(RunDir(run_dir))
+    report = build_report(
+        run_dir,
+        rank_by=getattr(args, "rank_by", "balanced_accuracy"),
+        n_resamples=getattr(args, "bootstrap", 1000),
+        seed=getattr(args, "seed", 0),
+    )
+    logger.info("report: %s", report)
+
+
+def summary_table(results: list[EnsembleResult]) -> str:
+    """A plain-text table: ensemble, members, fit split, test accuracy and balanced accuracy."""
+    rows = []
+    for r in results:
+        y_true, y_pred = r.test.y_true, r.test.y_pred
+        with warnings.catch_warnings():
+            # "y_pred contains classes not in y_true" on small test sets.
+            warnings.simplefilter("ignore", UserWarning)
+            balanced = balanced_accuracy_score(y_true, y_pred)
+        fit = "none" if r.fit_split == "none" else f"{r.fit_split} (n={r.fit_size})"
+        if r.val_in_sample:
+            fit += ", val in-sample"
+        rows.append([r.name, ", ".join(r.members), fit, accuracy_score(y_true, y_pred), balanced])
+    return tabulate(
+        rows,
+        headers=["ensemble", "members", "fit on", "test accuracy", "test balanced acc."],
+        floatfmt=".4f",
+    )
+
+
+def run_ensemble(args: argparse.Namespace) -> int:
+    """Build the ensemble(s) named by args.ensemble ("all" for the four) in the run directory.
+
+    Args:
+        args: parsed CLI arguments: ensemble, members (list or None), out; optionally
+            dataset/preset (default run directory), bootstrap, seed, rank_by.
+
+    Returns:
+        0 on success.
+
+    Raises:
+        BenchmarkError: any refusal (the CLI prints it in one line and exits non-zero); nothing
+            is written then.
+    """
+    run_dir = default_run_dir(args)
+    results = fit_ensembles(run_dir, [args.ensemble], getattr(args, "members", None))
+    write_ensemble_results(
+        run_dir, results, n_resamples=getattr(args, "bootstrap", 1000), seed=getattr(args, "seed", 0)
+    )
+    _refresh_reports(run_dir, args)
+    print(summary_table(results))
+    print(f"written to {run_dir / 'ensembles'}")
+    return 0

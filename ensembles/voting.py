@@ -1,0 +1,152 @@
+"""Soft, hard and weighted voting over member probabilities."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+
+from data_utils.classes import NUM_CLASSES
+from ensembles.base import EnsembleEstimator, check_member_probas
+from ensembles.errors import EnsembleError
+
+logger = logging.getLogger(__name__)
+
+
+class SoftVoting(EnsembleEstimator):
+    """The unweighted mean of the members' probabilities. Nothing is learned."""
+
+    name = "soft_voting"
+    learns = False
+
+    def _fit(self, probas: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
+        pass
+
+    def _predict_proba(self, probas: np.ndarray) -> np.ndarray:
+        return probas.mean(axis=0)
+
+
+class HardVoting(EnsembleEstimator):
+    """Majority vote of the members' argmax classes. Nothing is learned.
+
+    Each member votes for its argmax class (a member's own exact tie goes to the lowest class
+    index). `predict_proba` returns vote shares (votes / n_members). `predict` returns the class
+    with most votes; a tie between classes goes to the one with the highest mean member
+    probability, and a tie on that too to the lowest class index in canonical order. Because
+    shares can tie, the ensemble's prediction files always carry the `prediction` column.
+    """
+
+    name = "hard_voting"
+    learns = False
+
+    def _fit(self, probas: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
+        pass
+
+    @staticmethod
+    def _vote_counts(probas: np.ndarray) -> np.ndarray:
+        votes = np.argmax(probas, axis=2)  # (members, samples)
+        return (votes[..., None] == np.arange(NUM_CLASSES)).sum(axis=0)  # (samples, classes)
+
+    def _predict_proba(self, probas: np.ndarray) -> np.ndarray:
+        return self._vote_counts(probas) / probas.shape[0]
+
+    def predict(self, member_probas: Any) -> np.ndarray:
+        """Majority class per sample, ties broken by mean probability, then lowest class index."""
+        self._check_fitted()
+        probas = check_member_probas(member_probas, self.n_members_)
+        counts = self._vote_counts(probas)
+        tied = counts == counts.max(axis=1, keepdims=True)
+        mean = probas.mean(axis=0)
+        # np.argmax returns the first maximum, i.e. the lowest class index among exact ties.
+        return np.argmax(np.where(tied, mean, -np.inf), axis=1).astype(np.int64)
+
+
+def _true_class_probas(probas: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(n_samples, n_members): each member's probability of the true class."""
+    return probas[:, np.arange(probas.shape[1]), y].T
+
+
+# Mixture probabilities are floored here before the log, as sklearn.metrics.log_loss does.
+_LOG_FLOOR = 1e-15
+
+
+def _log_loss_and_grad(weights: np.ndarray, true_probas: np.ndarray) -> tuple[float, np.ndarray]:
+    mixture = np.maximum(true_probas @ weights, _LOG_FLOOR)
+    loss = -np.mean(np.log(mixture))
+    grad = -np.mean(true_probas / mixture[:, None], axis=0)
+    return float(loss), grad
+
+
+class WeightedVoting(EnsembleEstimator):
+    """A weighted mean of the members' probabilities, weights >= 0 summing to 1.
+
+    The weights minimise the multiclass log loss of the weighted mean on the fit data (the
+    validation predictions). The loss is convex in the weights, so SLSQP on the simplex from equal
+    weights finds the global minimum deterministically.
+
+    Parameters:
+        tol: SLSQP's tolerance.
+        max_iter: SLSQP's iteration limit.
+
+    Attributes:
+        weights_: (n_members,) the learned weights.
+        fit_log_loss_: the log loss at `weights_` on the fit data.
+    """
+
+    name = "weighted_voting"
+
+    def __init__(self, tol: float = 1e-10, max_iter: int = 1000) -> None:
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def _fit(self, probas: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
+        true_probas = _true_class_probas(probas, y)
+        n_members = probas.shape[0]
+        uniform = np.full(n_members, 1.0 / n_members)
+        result = minimize(
+            _log_loss_and_grad,
+            uniform,
+            args=(true_probas,),
+            jac=True,
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * n_members,
+            constraints=[{"type": "eq", "fun": lambda w: np.sum(w) - 1.0, "jac": lambda w: np.ones_like(w)}],
+            options={"ftol": self.tol, "maxiter": self.max_iter},
+        )
+        # SLSQP leaves round-off (~1e-16) where the optimum puts a member at exactly zero.
+        weights = np.where(result.x > 1e-12, result.x, 0.0)
+        weights = weights / weights.sum()
+        loss, _ = _log_loss_and_grad(weights, true_probas)
+        uniform_loss, _ = _log_loss_and_grad(uniform, true_probas)
+        if not result.success:
+            logger.warning("weighted_voting: SLSQP did not converge (%s)", result.message)
+        if loss > uniform_loss:
+            logger.warning("weighted_voting: optimised weights are worse than equal weights; "
+                           "using equal weights")
+            weights, loss = uniform, uniform_loss
+        self.weights_ = weights
+        self.fit_log_loss_ = loss
+
+    def _predict_proba(self, probas: np.ndarray) -> np.ndarray:
+        return np.tensordot(self.weights_, probas, axes=1)
+
+    def get_state(self) -> dict[str, Any]:
+        """Member count, fit size, weights and fit log loss (JSON-ready)."""
+        state = super().get_state()
+        state.update(weights=self.weights_.tolist(), fit_log_loss=self.fit_log_loss_)
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> WeightedVoting:
+        """Restore the state written by `get_state`."""
+        super().set_state(state)
+        weights = np.asarray(state["weights"], dtype=np.float64)
+        if weights.shape != (self.n_members_,) or (weights < 0).any():
+            raise EnsembleError(
+                f"weighted_voting state: expected {self.n_members_} non-negative weights, got "
+                f"{state['weights']!r}"
+            )
+        self.weights_ = weights
+        self.fit_log_loss_ = float(state["fit_log_loss"])
+        return self

@@ -1,0 +1,190 @@
+"""The regression gate: save a run's headline metrics as a baseline, and check a run against one.
+
+Baseline file (JSON):
+
+    {"tolerance": 0.01,                                  # default allowed drop
+     "metrics": {"<entry>/<split>/<metric>": value, ...},
+     "tolerances": {"<metric>" or "<entry>/<split>/<metric>": allowed drop, ...}}   # optional
+
+A metric fails when it got worse by more than its tolerance: for most metrics "worse" is a drop,
+for the lower-is-better ones (log_loss, brier, ece) an increase. An entry, split or metric of the
+baseline that the run lacks (or that is NaN in the run) fails too; it is never skipped. The
+tolerance of a metric is, first match wins: tolerances["<entry>/<split>/<metric>"],
+tolerances["<metric>"], the file's "tolerance", then the command line's --tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from data_utils.atomic import atomic_write_json
+from data_utils.errors import BenchmarkError, RunDirError
+from data_utils.predictions import read_predictions
+from data_utils.rundir import SPLITS, RunDir
+from reports.metrics import LOWER_IS_BETTER, compute_metrics
+from reports.results import discover_entries
+
+HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_auc", "macro_f1", "log_loss")
+
+
+class BaselineError(BenchmarkError, ValueError):
+    """A baseline file that is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One metric that failed the check.
+
+    Attributes:
+        key: "<entry>/<split>/<metric>".
+        baseline: the baseline value.
+        current: the run's value (NaN when missing).
+        tolerance: the allowed change in the bad direction.
+        reason: "worse" or "missing".
+    """
+
+    key: str
+    baseline: float
+    current: float
+    tolerance: float
+    reason: str
+
+    @property
+    def change(self) -> float:
+        return self.current - self.baseline
+
+
+def run_metrics(run: RunDir) -> dict[str, float]:
+    """Headline metrics of every entry and split, computed from the prediction files.
+
+    Args:
+        run: the run directory.
+
+    Returns:
+        {"<entry>/<split>/<metric>": value} (NaN values included).
+
+    Raises:
+        RunDirError: the directory is missing or holds no prediction file.
+    """
+    if not run.root.is_dir():
+        raise RunDirError(f"{run.root}: no such run directory; pass --out RUNDIR")
+    values: dict[str, float] = {}
+    for entry in discover_entries(run):
+        for split in SPLITS:
+            path = RunDir.predictions_file(entry.directory, split)
+            if not path.is_file():
+                continue
+            metrics = compute_metrics(read_predictions(path))
+            for name in HEADLINE_METRICS:
+                values[f"{entry.name}/{split}/{name}"] = metrics[name]
+    if not values:
+        raise RunDirError(
+            f"{run.root}: no prediction files (models/*/predictions_{{val,test}}.csv or "
+            "ensembles/*/...); run the benchmark first or pass the right --out"
+        )
+    return values
+
+
+def save_baseline(path: str | os.PathLike, run: RunDir, tolerance: float = 0.01) -> dict[str, Any]:
+    """Write the run's headline metrics to `path` as a baseline (NaN metrics left out).
+
+    Args:
+        path: destination JSON file.
+        run: the run directory.
+        tolerance: default allowed drop recorded in the file.
+
+    Returns:
+        The written baseline object.
+    """
+    metrics = {k: v for k, v in sorted(run_metrics(run).items()) if not math.isnan(v)}
+    baseline = {"tolerance": tolerance, "metrics": metrics, "tolerances": {}}
+    atomic_write_json(path, baseline)
+    return baseline
+
+
+def load_baseline(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a baseline file.
+
+    Args:
+        path: the JSON file.
+
+    Returns:
+        {"tolerance": float | None, "metrics": {key: float}, "tolerances": {name: float}}.
+
+    Raises:
+        BaselineError: missing file, invalid JSON, or a value of the wrong type or shape.
+    """
+    path = Path(path)
+    fix = "recreate it with --save-baseline FILE"
+    if not path.is_file():
+        raise BaselineError(f"{path}: baseline file not found; {fix}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BaselineError(f"{path}: not valid JSON ({exc}); {fix}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+        raise BaselineError(f"{path}: expected a JSON object with a \"metrics\" mapping; {fix}")
+    if not data["metrics"]:
+        raise BaselineError(f"{path}: \"metrics\" is empty, nothing to check; {fix}")
+    for key, value in data["metrics"].items():
+        if len(key.split("/")) != 3 or not all(key.split("/")):
+            raise BaselineError(
+                f"{path}: metric key {key!r} is not \"<entry>/<split>/<metric>\"; {fix}"
+            )
+        if not _is_number(value):
+            raise BaselineError(f"{path}: metric {key!r} has value {value!r}, not a number; {fix}")
+    tolerance = data.get("tolerance")
+    if tolerance is not None and not _valid_tolerance(tolerance):
+        raise BaselineError(f"{path}: \"tolerance\" is {tolerance!r}; expected a number >= 0")
+    tolerances = data.get("tolerances", {}) or {}
+    if not isinstance(tolerances, dict):
+        raise BaselineError(f"{path}: \"tolerances\" must map metric names to numbers")
+    for key, value in tolerances.items():
+        if not _valid_tolerance(value):
+            raise BaselineError(
+                f"{path}: tolerance of {key!r} is {value!r}; expected a number >= 0"
+            )
+    return {"tolerance": tolerance, "metrics": data["metrics"], "tolerances": tolerances}
+
+
+def check_run(
+    baseline: dict[str, Any], current: dict[str, float], default_tolerance: float = 0.01
+) -> list[Failure]:
+    """Every baseline metric that is missing from `current` or worse by more than its tolerance.
+
+    Args:
+        baseline: a `load_baseline` result.
+        current: `run_metrics` of the run.
+        default_tolerance: --tolerance, used when the file sets none.
+
+    Returns:
+        The failures, in the baseline's key order (empty: the check passed).
+    """
+    file_default = baseline.get("tolerance")
+    default = float(file_default) if file_default is not None else default_tolerance
+    tolerances = baseline.get("tolerances", {})
+    failures = []
+    for key, expected in baseline["metrics"].items():
+        metric = key.split("/")[2]
+        tolerance = float(tolerances.get(key, tolerances.get(metric, default)))
+        value = current.get(key, math.nan)
+        if math.isnan(value):
+            failures.append(Failure(key, float(expected), math.nan, tolerance, "missing"))
+            continue
+        worse_by = value - expected if metric in LOWER_IS_BETTER else expected - value
+        if worse_by > tolerance + 1e-12:
+            failures.append(Failure(key, float(expected), value, tolerance, "worse"))
+    return failures
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _valid_tolerance(value: Any) -> bool:
+    return _is_number(value) and value >= 0

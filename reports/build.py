@@ -1,0 +1,261 @@
+"""Build the whole report from a run directory: metrics.json per entry, results.csv, the ISIC 2018
+exports, the paired statistics, the figures and report.md. Needs no TensorFlow/Keras."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from data_utils.atomic import atomic_write_text, read_json
+from data_utils.errors import BenchmarkError, RunDirError
+from data_utils.predictions import export_isic
+from data_utils.rundir import RunDir
+from reports.context import read_context
+from reports.entry import write_entry_metrics
+from reports.markdown import Figures, ReportData, render_report
+from reports.metrics import LOWER_IS_BETTER, metric_names
+from reports.results import Entry, discover_entries, write_results_csv
+from reports.stats import REFERENCE_ENTRY, compare_all
+
+log = logging.getLogger(__name__)
+
+ISIC_EXPORT_DIR = "isic_export"
+HISTORY_FILE = "history.csv"
+
+
+class ReportError(BenchmarkError, ValueError):
+    """A report option the run cannot honour (e.g. an unknown --rank-by metric)."""
+
+
+def rankable_metrics() -> list[str]:
+    """Metrics --rank-by accepts: every computed metric except counts and supports."""
+    return [m for m in metric_names()
+            if m not in ("n_images", "n_lesions") and not m.startswith("support_")]
+
+
+def check_rank_by(rank_by: str) -> None:
+    """Raise ReportError naming the valid metrics when `rank_by` is not one of them."""
+    valid = rankable_metrics()
+    if rank_by not in valid:
+        raise ReportError(
+            f"--rank-by {rank_by!r} is not a metric of this report; choose one of: "
+            f"{', '.join(valid)}"
+        )
+
+
+def rank_entries(entries: list[Entry], rank_by: str) -> list[Entry]:
+    """Entries ordered best first by their test `rank_by` (lower first for losses); NaN last."""
+    sign = 1.0 if rank_by in LOWER_IS_BETTER else -1.0
+
+    def key(entry: Entry) -> tuple[int, float, str]:
+        value = entry.split_metrics("test").get(rank_by)
+        if not isinstance(value, (int, float)) or math.isnan(value):
+            return (1, 0.0, entry.name)
+        return (0, sign * float(value), entry.name)
+
+    return sorted(entries, key=key)
+
+
+def build_report(
+    run_dir: str | os.PathLike,
+    rank_by: str = "balanced_accuracy",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    processes: int | None = None,
+    figures: bool = True,
+) -> Path:
+    """Regenerate metrics.json of every entry, results.csv, ISIC exports, figures and report.md.
+
+    Args:
+        run_dir: the run directory (needs at least one models/*/ or ensembles/*/ prediction file).
+        rank_by: metric that orders the ranking.
+        n_resamples: lesion-bootstrap resamples for every interval.
+        seed: bootstrap seed.
+        processes: worker processes for the figures (default: up to 4, by CPU count; 1 = serial).
+        figures: draw the figures (False: report.md says they were skipped; for quick checks).
+
+    Returns:
+        The path of report.md.
+
+    Raises:
+        ReportError: unknown `rank_by`.
+        RunDirError: the directory is missing or holds no prediction file.
+        PredictionFileError: a prediction file breaks the contract.
+    """
+    check_rank_by(rank_by)
+    run = RunDir(run_dir)
+    if not run.root.is_dir():
+        raise RunDirError(f"{run.root}: no such run directory; pass the --out of a finished run")
+    entries = discover_entries(run)
+    with_predictions = [e for e in entries if e.has_split("test") or e.has_split("val")]
+    if not with_predictions:
+        raise RunDirError(
+            f"{run.root}: no prediction files (expected models/<name>/predictions_test.csv or "
+            "ensembles/<name>/predictions_test.csv); train with --all or copy a finished run here"
+        )
+    for entry in with_predictions:
+        write_entry_metrics(entry.directory, n_resamples=n_resamples, seed=seed)
+        entry.reload_metrics()
+    write_results_csv(run)
+
+    tested = [e for e in entries if e.has_split("test")]
+    ranked = rank_entries(tested, rank_by)
+    failed = [e for e in entries if not e.has_split("test")]
+    isic = _export_isic(run, ranked)
+    comparisons = _comparisons(ranked, n_resamples, seed)
+    drawn = make_figures(run, ranked, rank_by, processes=processes) if figures else None
+    data = ReportData(
+        run=run, context=read_context(run), ranked=ranked, failed=failed, rank_by=rank_by,
+        comparisons=comparisons, figures=drawn, fits=_fits(ranked), isic_exports=isic,
+        n_resamples=n_resamples, seed=seed,
+    )
+    atomic_write_text(run.report_md, render_report(data))
+    log.info("report written to %s", run.report_md)
+    return run.report_md
+
+
+def _export_isic(run: RunDir, ranked: list[Entry]) -> dict[str, Path]:
+    exports = {}
+    for entry in ranked:
+        path = run.root / ISIC_EXPORT_DIR / f"{entry.name}.csv"
+        export_isic(path, entry.predictions("test"))
+        exports[entry.name] = path
+    return exports
+
+
+def _comparisons(ranked: list[Entry], n_resamples: int, seed: int):
+    by_name = {e.name: e for e in ranked}
+    if REFERENCE_ENTRY not in by_name:
+        return None
+    others = {e.name: e.predictions("test") for e in ranked if e.name != REFERENCE_ENTRY}
+    return compare_all(by_name[REFERENCE_ENTRY].predictions("test"), others, n_resamples, seed)
+
+
+def _fits(ranked: list[Entry]) -> dict[str, dict[str, Any]]:
+    fits = {}
+    for entry in ranked:
+        path = entry.directory / "fit.json"
+        if entry.kind != "ensemble" or not path.is_file():
+            continue
+        try:
+            data = read_json(path)
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            log.warning("%s is unreadable (%s); its ensemble is shown without fit details", path, exc)
+            continue
+        if isinstance(data, dict):
+            fits[entry.name] = data
+    return fits
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+
+
+def _figure_name(kind: str, entry: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in entry)
+    return f"{kind}_{safe}.png"
+
+
+def make_figures(
+    run: RunDir, ranked: list[Entry], rank_by: str, processes: int | None = None
+) -> Figures:
+    """Draw every figure of the report into run/figures/.
+
+    Args:
+        run: the run directory.
+        ranked: entries with test predictions, best first.
+        rank_by: the ranking metric (for the ranking chart).
+        processes: worker processes (None: up to 4 by CPU count; 1: in this process).
+
+    Returns:
+        The figure paths.
+    """
+    folder = run.figures_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = Figures()
+    jobs: list[tuple[str, tuple]] = []
+    if not ranked:
+        return figures
+
+    rows = []
+    for entry in ranked:
+        m = entry.split_metrics("test")
+        ci = m.get(f"{rank_by}_ci")
+        low, high = (ci if isinstance(ci, list) and len(ci) == 2 else (None, None))
+        rows.append({"entry": entry.name, "kind": entry.kind, "value": _float(m.get(rank_by)),
+                     "low": _float(low), "high": _float(high)})
+    figures.ranking = folder / "ranking.png"
+    jobs.append(("ranking_chart", (rows, rank_by, figures.ranking, REFERENCE_ENTRY)))
+
+    test = {e.name: e.predictions("test") for e in ranked}
+    figures.macro_roc = folder / "roc_macro_comparison.png"
+    jobs.append(("macro_roc_comparison", (
+        [(e.name, e.kind, test[e.name], _float(e.split_metrics("test").get("macro_auc")))
+         for e in ranked], figures.macro_roc, "Macro-average one-vs-rest ROC, test split")))
+    figures.reliability = folder / "reliability.png"
+    jobs.append(("reliability_grid", (
+        [(e.name, test[e.name], _float(e.split_metrics("test").get("ece"))) for e in ranked],
+        figures.reliability, "Reliability diagrams, test split")))
+    for entry in ranked:
+        roc = folder / _figure_name("roc", entry.name)
+        confusion = folder / _figure_name("confusion", entry.name)
+        figures.roc[entry.name] = roc
+        figures.confusion[entry.name] = confusion
+        jobs.append(("roc_per_class", (test[entry.name], f"{entry.name}: one-vs-rest ROC, test",
+                                        roc)))
+        jobs.append(("confusion_matrices", (test[entry.name], f"{entry.name}: confusion matrix, "
+                                            "test", confusion)))
+    for entry in ranked:
+        history = _read_history(entry.directory / HISTORY_FILE)
+        if history is not None:
+            path = folder / _figure_name("history", entry.name)
+            figures.history[entry.name] = path
+            jobs.append(("training_curves", (history, f"{entry.name}: training curves", path)))
+
+    _run_jobs(jobs, processes)
+    return figures
+
+
+def _read_history(path: Path) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        log.warning("%s is unreadable (%s); no training curves for it", path, exc)
+        return None
+    return frame if len(frame) else None
+
+
+def _draw(name: str, args: tuple) -> Path:
+    from reports import figures
+
+    return getattr(figures, name)(*args)
+
+
+def _run_jobs(jobs: list[tuple[str, tuple]], processes: int | None) -> None:
+    if processes is None:
+        processes = min(4, os.cpu_count() or 1)
+    processes = max(1, min(processes, len(jobs)))
+    if processes == 1:
+        for name, args in jobs:
+            _draw(name, args)
+        return
+    with ProcessPoolExecutor(max_workers=processes) as pool:
+        futures = [pool.submit(_draw, name, args) for name, args in jobs]
+        for future in futures:
+            future.result()
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+

@@ -1,0 +1,86 @@
+"""The report stage's CLI actions: --report, --save-baseline FILE, --check FILE."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from tabulate import tabulate
+
+from data_utils.errors import RunDirError
+from data_utils.rundir import RunDir
+from reports.baseline import check_run, load_baseline, run_metrics, save_baseline
+from reports.build import build_report, check_rank_by
+
+RUNS_DIR = Path("runs")
+
+
+def resolve_run_dir(out: str | None, runs_dir: Path = RUNS_DIR) -> RunDir:
+    """The run directory: --out, or the only folder under runs/.
+
+    Args:
+        out: the --out value (None when not given).
+        runs_dir: where runs live by default.
+
+    Returns:
+        The RunDir.
+
+    Raises:
+        RunDirError: no --out and not exactly one folder under runs/.
+    """
+    if out is not None:
+        return RunDir(out)
+    candidates = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
+    if len(candidates) == 1:
+        return RunDir(candidates[0])
+    found = ", ".join(str(p) for p in candidates) if candidates else "none"
+    raise RunDirError(
+        f"which run? pass --out RUNDIR (run directories under {runs_dir}/: {found})"
+    )
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """`--report`: rebuild metrics.json, results.csv, figures and report.md; print its path."""
+    rank_by = getattr(args, "rank_by", None) or "balanced_accuracy"
+    check_rank_by(rank_by)
+    run = resolve_run_dir(getattr(args, "out", None))
+    path = build_report(
+        run.root,
+        rank_by=rank_by,
+        n_resamples=getattr(args, "bootstrap", None) or 1000,
+        seed=getattr(args, "seed", None) or 0,
+    )
+    print(path)
+    return 0
+
+
+def run_save_baseline(args: argparse.Namespace) -> int:
+    """`--save-baseline FILE`: write the run's headline metrics as a regression baseline."""
+    run = resolve_run_dir(getattr(args, "out", None))
+    tolerance = getattr(args, "tolerance", None)
+    baseline = save_baseline(args.save_baseline, run, 0.01 if tolerance is None else tolerance)
+    print(f"wrote {len(baseline['metrics'])} metrics of {run.root} to {args.save_baseline}")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """`--check FILE`: exit 1 listing every metric worse than its tolerance (or missing), else 0."""
+    baseline = load_baseline(args.check)
+    run = resolve_run_dir(getattr(args, "out", None))
+    tolerance = getattr(args, "tolerance", None)
+    failures = check_run(baseline, run_metrics(run), 0.01 if tolerance is None else tolerance)
+    total = len(baseline["metrics"])
+    if not failures:
+        print(f"check passed: {total} metrics of {run.root} within tolerance of {args.check}")
+        return 0
+    rows = [
+        [f.key, f"{f.baseline:.4f}", "missing" if math.isnan(f.current) else f"{f.current:.4f}",
+         "" if math.isnan(f.current) else f"{f.change:+.4f}", f"{f.tolerance:.4f}", f.reason]
+        for f in failures
+    ]
+    print(tabulate(rows, headers=["metric", "baseline", "current", "change", "tolerance",
+                                  "failure"], tablefmt="github", disable_numparse=True))
+    print(f"check FAILED: {len(failures)} of {total} metrics worse than tolerance or missing "
+          f"(baseline {args.check}, run {run.root})")
+    return 1

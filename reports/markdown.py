@@ -1,0 +1,572 @@
+"""report.md: renders the collected results as GitHub-flavoured markdown (tabulate "github").
+
+Pure text generation from `ReportData`; reading files and computing happen in reports.build.
+Links are relative to the run directory, so the report renders on GitHub and on disk.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from tabulate import tabulate
+
+from data_utils.classes import CLASS_DESCRIPTIONS, CLASSES
+from data_utils.rundir import RunDir
+from reports.context import NOT_RECORDED, RunContext
+from reports.metrics import LOWER_IS_BETTER
+from reports.references import CITATIONS, DATASET_FACTS, DISCLAIMER, LICENCE, REFERENCES
+from reports.results import Entry
+from reports.stats import ALPHA, REFERENCE_ENTRY, Comparison
+
+BASELINE_DESCRIPTIONS = {
+    "paper_cnn": "the source paper's small CNN, trained from scratch",
+    "inception_resnet_v2+svm": "linear SVM on frozen InceptionResNetV2 features",
+}
+ENSEMBLE_DESCRIPTIONS = {
+    "soft_voting": "mean of the members' probabilities",
+    "hard_voting": "majority vote of the members' predicted classes",
+    "weighted_voting": "probabilities averaged with weights fit on validation",
+    "stacking": "logistic-regression meta-model on the members' probabilities",
+}
+
+
+@dataclass
+class Figures:
+    """Paths of the generated figures (absolute; rendered relative to the run directory)."""
+
+    ranking: Path | None = None
+    macro_roc: Path | None = None
+    reliability: Path | None = None
+    roc: dict[str, Path] = field(default_factory=dict)
+    confusion: dict[str, Path] = field(default_factory=dict)
+    history: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class ReportData:
+    """Everything report.md shows.
+
+    Attributes:
+        run: the run directory.
+        context: run.json / dataset.json facts.
+        ranked: entries with test metrics, best first by `rank_by`.
+        failed: entries without test metrics (failed, NaN or never predicted).
+        rank_by: the ranking metric.
+        comparisons: reference backbone vs each other entry; None when the reference is absent.
+        figures: generated figures (None: figure drawing was switched off).
+        fits: ensemble name -> its fit.json ({} when absent).
+        isic_exports: entry name -> exported ISIC 2018 scorer file.
+        n_resamples, seed: bootstrap settings.
+    """
+
+    run: RunDir
+    context: RunContext
+    ranked: list[Entry]
+    failed: list[Entry]
+    rank_by: str
+    comparisons: list[Comparison] | None
+    figures: Figures | None
+    fits: dict[str, dict[str, Any]]
+    isic_exports: dict[str, Path]
+    n_resamples: int
+    seed: int
+
+
+def render_report(data: ReportData) -> str:
+    """The complete report.md text.
+
+    Args:
+        data: the collected results.
+
+    Returns:
+        Markdown text.
+    """
+    sections = [
+        _title(data),
+        _header(data),
+        _ranking(data),
+        _reference_vs_rest(data),
+        _per_class(data),
+        _ensembles(data),
+        _baselines(data),
+        _cost(data),
+        _context(data),
+        _figures(data),
+        _reproducibility(data),
+    ]
+    return "\n\n".join(s.strip("\n") for s in sections if s) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# formatting helpers
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A number with `digits` decimals, "n/a" for missing/NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def fmt_ci(metrics: dict[str, Any], name: str, digits: int = 3) -> str:
+    """'0.812 [0.790, 0.833]' when an interval exists, else the value alone."""
+    text = fmt(metrics.get(name), digits)
+    ci = metrics.get(f"{name}_ci")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(
+        isinstance(v, (int, float)) and not math.isnan(v) for v in ci
+    ):
+        text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    return text
+
+
+def fmt_count(value: Any) -> str:
+    """Large counts with thousands separators and an SI suffix ('55.9 M')."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return "n/a"
+    for size, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.1f} {suffix}"
+    return f"{value:g}"
+
+
+def fmt_p(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return "< 0.0001" if value < 1e-4 else f"{value:.4f}"
+
+
+def link(data: ReportData, path: Path, text: str | None = None) -> str:
+    """A relative markdown link from report.md to `path` (URL-quoted)."""
+    rel = rel_path(data, path)
+    return f"[{text or rel}]({quote(rel)})"
+
+
+def image(data: ReportData, path: Path, alt: str) -> str:
+    return f"![{alt}]({quote(rel_path(data, path))})"
+
+
+def rel_path(data: ReportData, path: Path) -> str:
+    return Path(os.path.relpath(path, data.run.root)).as_posix()
+
+
+def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
+    return tabulate(list(rows), headers=list(headers), tablefmt="github", disable_numparse=True)
+
+
+def _test(entry: Entry) -> dict[str, Any]:
+    return entry.split_metrics("test")
+
+
+def _by_name(data: ReportData) -> dict[str, Entry]:
+    return {e.name: e for e in data.ranked}
+
+
+# ---------------------------------------------------------------------------------------------
+# sections
+
+
+def _title(data: ReportData) -> str:
+    lines = [f"# dermbench report: `{data.run.root.name}`", "", f"> **{DISCLAIMER}**"]
+    ctx = data.context
+    if ctx.is_leaky:
+        leaked = ctx.leaked_test_images
+        share = ctx.leaked_share
+        amount = (
+            f"{leaked} test image(s){f' ({share:.1%})' if share is not None else ''} have another "
+            "image of the same lesion in the training split"
+            if leaked is not None else "the number of leaked test images was not recorded"
+        )
+        lines += [
+            "",
+            "> [!WARNING]",
+            f"> **Image-level split: these numbers are inflated by lesion leakage.** {amount}; "
+            "the model has seen those lesions during training. Use the default lesion-level "
+            "split (`--split lesion`) for honest numbers.",
+        ]
+    return "\n".join(lines)
+
+
+def _header(data: ReportData) -> str:
+    ctx = data.context
+    test_sizes = {int(_test(e).get("n_images", 0) or 0) for e in data.ranked}
+    test_lesions = {int(_test(e).get("n_lesions", 0) or 0) for e in data.ranked}
+    rows = [
+        ("Dataset", ctx.dataset),
+        ("Split", f"{ctx.split_type}-level" if ctx.split_type in ("lesion", "image")
+         else ctx.split_type),
+        ("Leakage check", ctx.leakage_summary()),
+        ("Test set", f"{', '.join(map(str, sorted(test_sizes)))} images of "
+                     f"{', '.join(map(str, sorted(test_lesions)))} lesions" if test_sizes else "n/a"),
+        ("Protocol fingerprint", f"`{ctx.fingerprint}`" if ctx.fingerprint != NOT_RECORDED
+         else NOT_RECORDED),
+        ("Preset", ctx.preset),
+        ("Command line", f"`{ctx.command}`" if ctx.command != NOT_RECORDED else NOT_RECORDED),
+        ("Date", ctx.date),
+        ("Versions", ctx.versions),
+        ("Seeds", ctx.seeds),
+        ("Bootstrap", f"{data.n_resamples} lesion resamples, seed {data.seed}, "
+                      "95 % percentile intervals"),
+        ("Entries", f"{len(data.ranked)} with test predictions"
+                    + (f", {len(data.failed)} without" if data.failed else "")),
+    ]
+    return "## 1. Run\n\n" + table(rows, ["", ""])
+
+
+def _ranking(data: ReportData) -> str:
+    direction = "lower is better" if data.rank_by in LOWER_IS_BETTER else "higher is better"
+    out = [f"## 2. Ranking by `{data.rank_by}` ({direction}, test split)"]
+    if not data.ranked:
+        return out[0] + "\n\nNo entry has test predictions in this run directory."
+    standard = ("balanced_accuracy", "accuracy", "macro_f1", "weighted_precision",
+                "weighted_recall", "weighted_f1", "macro_auc", "mel_sens_at_spec80",
+                "mel_sens_at_spec90")
+    extra = [] if data.rank_by in standard else [data.rank_by]
+    headers = ["Rank", "Entry", "Kind", *extra, "Balanced accuracy [95 % CI]", "Accuracy [95 % CI]",
+               "Macro F1", "Weighted P", "Weighted R", "Weighted F1", "Macro AUC [95 % CI]",
+               "Mel sens. @ 80 % spec.", "Mel sens. @ 90 % spec."]
+    rows = []
+    for rank, entry in enumerate(data.ranked, 1):
+        m = _test(entry)
+        name = f"**{entry.name}**" if entry.name == REFERENCE_ENTRY else entry.name
+        rows.append([rank, name, entry.kind, *(fmt_ci(m, e) for e in extra),
+                     fmt_ci(m, "balanced_accuracy"), fmt_ci(m, "accuracy"), fmt(m.get("macro_f1")),
+                     fmt(m.get("weighted_precision")), fmt(m.get("weighted_recall")),
+                     fmt(m.get("weighted_f1")), fmt_ci(m, "macro_auc"),
+                     fmt(m.get("mel_sens_at_spec80")), fmt(m.get("mel_sens_at_spec90"))])
+    out.append(table(rows, headers))
+    out.append(
+        "Intervals: 95 % percentile intervals from a bootstrap that resamples lesions (all images "
+        "of a drawn lesion stay together). Weighted recall equals accuracy by definition on a "
+        "single-label test set. Melanoma sensitivity at a fixed specificity is read off the "
+        "melanoma-vs-rest ROC curve."
+    )
+    if data.failed:
+        lines = ["Entries without test results (not ranked):", ""]
+        for entry in data.failed:
+            error = entry.metrics.get("error")
+            if entry.status == "ok":
+                lines.append(f"- `{entry.name}`: no predictions_test.csv")
+                continue
+            lines.append(f"- `{entry.name}`: status {entry.status}"
+                         + (f" ({_one_line(str(error))})" if error else ""))
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _reference_vs_rest(data: ReportData) -> str:
+    head = "## 3. InceptionResNetV2 vs the rest"
+    if data.comparisons is None:
+        return (f"{head}\n\nInceptionResNetV2 (entry `{REFERENCE_ENTRY}`) has no test predictions "
+                "in this run directory, so there is no comparison.")
+    if not data.comparisons:
+        return f"{head}\n\nNo other entry shares test images with `{REFERENCE_ENTRY}`."
+    names = [e.name for e in data.ranked]
+    rank = names.index(REFERENCE_ENTRY) + 1
+    better = [c for c in data.comparisons if c.significant and c.mcnemar.only_a > c.mcnemar.only_b]
+    worse = [c for c in data.comparisons if c.significant and c.mcnemar.only_a < c.mcnemar.only_b]
+    same = [c for c in data.comparisons if not c.significant]
+    verdict = [
+        f"**Verdict.** InceptionResNetV2 ranks **{rank} of {len(names)}** by `{data.rank_by}`"
+        + (" (first)." if rank == 1 else f"; `{names[0]}` ranks first."),
+    ]
+    if better:
+        verdict.append("It is significantly more often correct (McNemar, Holm-corrected "
+                       f"p < {ALPHA}) than: {', '.join(f'`{c.other}`' for c in better)}.")
+    if worse:
+        verdict.append("It is significantly less often correct than: "
+                       f"{', '.join(f'`{c.other}`' for c in worse)}.")
+    if same:
+        verdict.append(f"The difference is not significant at alpha {ALPHA} against: "
+                       f"{', '.join(f'`{c.other}`' for c in same)}.")
+    excludes = [c.other for c in data.comparisons
+                if c.ba_diff_ci[0] > 0 or c.ba_diff_ci[1] < 0]
+    verdict.append(
+        "The paired bootstrap interval of the balanced-accuracy difference excludes 0 against: "
+        + (", ".join(f"`{n}`" for n in excludes) if excludes else "none") + "."
+    )
+    rows = []
+    for c in data.comparisons:
+        rows.append([
+            c.other, _by_name(data)[c.other].kind if c.other in _by_name(data) else "",
+            c.n_images, fmt(c.ba_reference), fmt(c.ba_other),
+            f"{c.ba_diff:+.3f} [{c.ba_diff_ci[0]:+.3f}, {c.ba_diff_ci[1]:+.3f}]",
+            f"{c.accuracy_diff:+.3f}", f"{c.mcnemar.only_a} / {c.mcnemar.only_b}",
+            fmt_p(c.mcnemar.p_value), fmt_p(c.p_holm), "yes" if c.significant else "no",
+        ])
+    headers = ["Other entry", "Kind", "Images", "BA IRv2", "BA other", "BA diff [95 % CI]",
+               "Accuracy diff", "Only IRv2 right / only other right", "McNemar p",
+               "Holm p", f"Significant (alpha {ALPHA})"]
+    note = (
+        "Differences are InceptionResNetV2 minus the other entry on the images both predicted. "
+        "The interval is a paired lesion bootstrap (the same resampled lesions for both entries). "
+        "McNemar's exact test compares per-image correctness (a binomial test on the discordant "
+        f"images); p-values are Holm-corrected over the {len(data.comparisons)} comparisons."
+    )
+    return "\n\n".join([head, " ".join(verdict), table(rows, headers), note])
+
+
+def _per_class(data: ReportData) -> str:
+    out = ["## 4. Per class, ensembles and baselines", "### Per-class results (test split)"]
+    if not data.ranked:
+        out.append("No test predictions in this run directory.")
+        return "\n\n".join(out)
+    classes = [f"{c}" for c in CLASSES]
+    out.append("Sensitivity (recall) per class:")
+    out.append(table(([e.name, *(fmt(_test(e).get(f"recall_{c}")) for c in CLASSES)]
+                      for e in data.ranked), ["Entry", *classes]))
+    out.append("One-vs-rest ROC AUC per class:")
+    out.append(table(([e.name, *(fmt(_test(e).get(f"auc_{c}")) for c in CLASSES)]
+                      for e in data.ranked), ["Entry", *classes]))
+    legend = "; ".join(f"`{c}` {CLASS_DESCRIPTIONS[c]}" for c in CLASSES)
+    out.append(f"Classes: {legend}. n/a: the class is absent from the test split (undefined).")
+    for entry in data.ranked:
+        m = _test(entry)
+        rows = [[c, fmt(m.get(f"precision_{c}")), fmt(m.get(f"recall_{c}")),
+                 fmt(m.get(f"specificity_{c}")), fmt(m.get(f"f1_{c}")),
+                 fmt(m.get(f"support_{c}"), 0), fmt(m.get(f"auc_{c}"))] for c in CLASSES]
+        body = table(rows, ["Class", "Precision", "Recall (sensitivity)", "Specificity", "F1",
+                            "Support", "AUC"])
+        out.append(f"<details><summary>All per-class metrics: {entry.name}</summary>\n\n{body}"
+                   "\n\n</details>")
+    return "\n\n".join(out)
+
+
+def _ensembles(data: ReportData) -> str:
+    head = "### Ensembles"
+    ensembles = [e for e in data.ranked if e.kind == "ensemble"]
+    if not ensembles:
+        return f"{head}\n\nNo ensembles in this run directory."
+    rows = []
+    for entry in ensembles:
+        fit = data.fits.get(entry.name, {})
+        members = fit.get("members")
+        members_text = ", ".join(map(str, members)) if isinstance(members, list) else "not recorded"
+        method = str(fit.get("ensemble") or entry.name)
+        rows.append([entry.name, ENSEMBLE_DESCRIPTIONS.get(method, method), members_text,
+                     _fit_summary(fit), _fit_split(fit),
+                     fmt_ci(_test(entry), "balanced_accuracy"), fmt(_test(entry).get("macro_auc"))])
+    headers = ["Ensemble", "Method", "Members", "Weights / meta-model", "Fit on",
+               "Balanced accuracy [95 % CI]", "Macro AUC"]
+    note = "Weights and meta-models are fit on the validation split only; the test split never."
+    return "\n\n".join([head, table(rows, headers), note])
+
+
+def _fit_value(fit: dict[str, Any], key: str) -> Any:
+    """`key` at the top of fit.json, else under its "state" or "params" mapping."""
+    if key in fit:
+        return fit[key]
+    for section in ("state", "params"):
+        inner = fit.get(section)
+        if isinstance(inner, dict) and key in inner:
+            return inner[key]
+    return None
+
+
+def _fit_summary(fit: dict[str, Any]) -> str:
+    weights = _fit_value(fit, "weights")
+    members = fit.get("members")
+    if isinstance(weights, dict):
+        return ", ".join(f"{k} {fmt(v, 2)}" for k, v in weights.items())
+    if isinstance(weights, list):
+        if isinstance(members, list) and len(members) == len(weights):
+            return ", ".join(f"{m} {fmt(w, 2)}" for m, w in zip(members, weights, strict=True))
+        return ", ".join(fmt(w, 2) for w in weights)
+    c_value = _fit_value(fit, "C")
+    if c_value is not None:
+        text = f"logistic regression, C = {c_value}"
+        coef = _fit_value(fit, "coef")
+        if isinstance(coef, list) and coef and isinstance(coef[0], list):
+            text += f", {len(coef)} x {len(coef[0])} coefficients"
+        return text
+    return "none (fixed rule)" if fit else "not recorded"
+
+
+def _fit_split(fit: dict[str, Any]) -> str:
+    split = fit.get("fit_split")
+    size = fit.get("fit_size")
+    if not fit:
+        return "not recorded (no fit.json)"
+    if not split:
+        return "not recorded"
+    if split == "none":
+        return "nothing (fixed rule)"
+    names = {"val": "validation split", "oof": "out-of-fold validation predictions"}
+    text = names.get(str(split), str(split))
+    if isinstance(size, (int, float)) and not isinstance(size, bool):
+        text += f" ({int(size)} images)"
+    if fit.get("val_in_sample"):
+        text += "; its validation metrics are in-sample"
+    return text
+
+
+def _baselines(data: ReportData) -> str:
+    head = "### Baselines"
+    baselines = [e for e in data.ranked if e.kind == "baseline"]
+    if not baselines:
+        return (f"{head}\n\nNo baselines in this run directory (expected `paper_cnn` and "
+                "`inception_resnet_v2+svm`).")
+    reference = _by_name(data).get(REFERENCE_ENTRY)
+    ref_ba = _test(reference).get("balanced_accuracy") if reference else None
+    rows = []
+    for entry in baselines:
+        ba = _test(entry).get("balanced_accuracy")
+        diff = (f"{ref_ba - ba:+.3f}" if isinstance(ref_ba, (int, float))
+                and isinstance(ba, (int, float)) else "n/a")
+        rows.append([entry.name, BASELINE_DESCRIPTIONS.get(entry.name, "baseline"),
+                     fmt_ci(_test(entry), "balanced_accuracy"), fmt(_test(entry).get("accuracy")),
+                     fmt(_test(entry).get("macro_auc")), diff])
+    headers = ["Baseline", "What it is", "Balanced accuracy [95 % CI]", "Accuracy", "Macro AUC",
+               "IRv2 BA minus baseline BA"]
+    return "\n\n".join([head, table(rows, headers)])
+
+
+COST_KEYS = ("params", "flops_per_image", "train_seconds", "batch_size", "inference_images_per_s")
+
+
+def _cost(data: ReportData) -> str:
+    head = "## 5. Cost"
+    entries = [e for e in data.ranked if any(k in e.metrics for k in COST_KEYS)]
+    if not entries:
+        return (f"{head}\n\nNo cost figures in this run directory: no metrics.json records params, "
+                "FLOPs, training time, batch size or inference speed (the run directory holds "
+                "predictions only).")
+    rows = []
+    for entry in entries:
+        m = entry.metrics
+        seconds = m.get("train_seconds")
+        rows.append([entry.name, entry.kind, fmt_count(m.get("params")),
+                     fmt_count(m.get("flops_per_image")),
+                     _duration(seconds), fmt(m.get("batch_size"), 0),
+                     fmt(m.get("inference_images_per_s"), 1)])
+    headers = ["Entry", "Kind", "Parameters", "FLOPs per image", "Training time", "Batch size",
+               "Inference images/s"]
+    missing = [e.name for e in data.ranked if e not in entries]
+    out = [head, table(rows, headers),
+           "FLOPs count multiply and add separately (2 x MACs). Times depend on the machine."]
+    if missing:
+        out.append(f"No cost figures recorded for: {', '.join(f'`{n}`' for n in missing)}.")
+    return "\n\n".join(out)
+
+
+def _duration(seconds: Any) -> str:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or math.isnan(seconds):
+        return "n/a"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s"
+
+
+def _context(data: ReportData) -> str:
+    head = "## 6. Context: published numbers"
+    by_name = _by_name(data)
+    reference = by_name.get(REFERENCE_ENTRY)
+    best = data.ranked[0] if data.ranked else None
+    split = data.context.split_type
+    note = (
+        f"This run used a **{split}-level** split"
+        + (" (leaky: inflated numbers)" if data.context.is_leaky else "")
+        + f" on dataset `{data.context.dataset}`. Most published numbers below come from other "
+        "splits or test sets, so they are context, not a head-to-head comparison; the last column "
+        "says why."
+    )
+
+    def ours(entry: Entry | None, metrics: Sequence[str]) -> str:
+        if entry is None:
+            return "n/a"
+        return " / ".join(fmt(_test(entry).get(m)) for m in metrics)
+
+    rows = []
+    for ref in REFERENCES:
+        rows.append([ref.source, ref.split, ref.metric, ref.value, " / ".join(ref.ours),
+                     ours(reference, ref.ours), ours(best, ref.ours), ref.comparability])
+    headers = ["Reference", "Split / test set", "Metric", "Published", "Our metric",
+               f"Ours: {REFERENCE_ENTRY}",
+               f"Ours: best ({best.name})" if best else "Ours: best entry", "Comparable?"]
+    facts = "\n".join(f"- {fact}" for fact in DATASET_FACTS)
+    check = ""
+    shown = reference or best
+    if shown is not None:
+        m = _test(shown)
+        check = (f"In this run, `{shown.name}` has accuracy {fmt(m.get('accuracy'), 4)} and "
+                 f"weighted recall {fmt(m.get('weighted_recall'), 4)}: equal, as they must be.")
+    return "\n\n".join(x for x in [head, note, table(rows, headers),
+                                   "Facts about the data:", facts, check] if x)
+
+
+def _figures(data: ReportData) -> str:
+    out = ["## 7. Figures"]
+    f = data.figures
+    if f is None:
+        return out[0] + "\n\nFigures were not drawn for this report (figure drawing switched off)."
+    for path, title in ((f.ranking, "Ranking with 95 % intervals"),
+                        (f.macro_roc, "Macro-average ROC curves of all entries (test)"),
+                        (f.reliability, "Reliability diagrams (test, 15 confidence bins)")):
+        if path is not None:
+            out.append(f"### {title}\n\n{image(data, path, title)}")
+    if data.ranked:
+        first = data.ranked[0].name
+        focus = REFERENCE_ENTRY if REFERENCE_ENTRY in f.roc else first
+        parts = ["### Per entry: ROC curves and confusion matrices (test)"]
+        if focus in f.roc:
+            parts.append(image(data, f.roc[focus], f"ROC curves of {focus}"))
+        if focus in f.confusion:
+            parts.append(image(data, f.confusion[focus], f"Confusion matrices of {focus}"))
+        rows = [[e.name,
+                 link(data, f.roc[e.name], "ROC curves") if e.name in f.roc else "n/a",
+                 link(data, f.confusion[e.name], "confusion matrices")
+                 if e.name in f.confusion else "n/a"] for e in data.ranked]
+        parts.append(table(rows, ["Entry", "One-vs-rest ROC", "Confusion (counts, row-normalised)"]))
+        out.append("\n\n".join(parts))
+    out.append("### Training curves")
+    if f.history:
+        for name, path in f.history.items():
+            out.append(image(data, path, f"Training curves of {name}"))
+    else:
+        out.append("No training history in this run directory (no models/*/history.csv).")
+    return "\n\n".join(out)
+
+
+def _reproducibility(data: ReportData) -> str:
+    ctx = data.context
+    command = ctx.command if ctx.command != NOT_RECORDED else None
+    lines = ["## Reproducibility", ""]
+    if command:
+        lines += ["The run was produced by:", "", "```sh", command, "```", ""]
+    else:
+        lines += ["The command that produced this run was not recorded (no run.json).", ""]
+    lines += [
+        "Rebuild this report, results.csv and the figures from the run directory alone (no "
+        "training, no TensorFlow):",
+        "",
+        "```sh",
+        f"python benchmark.py --report --out {data.run.root.as_posix()}"
+        + (f" --rank-by {data.rank_by}" if data.rank_by != "balanced_accuracy" else ""),
+        "```",
+        "",
+        f"Files: {link(data, data.run.results_csv, 'results.csv')} (one row per entry and split)"
+        + ("; ISIC 2018 scorer exports of the test predictions (`image,MEL,NV,BCC,AKIEC,BKL,DF,"
+           "VASC`): " + ", ".join(link(data, p, n) for n, p in data.isic_exports.items())
+           if data.isic_exports else "") + ".",
+        "",
+        "## Dataset licence and citation",
+        "",
+        LICENCE,
+        "",
+        *[f"- {c}" for c in CITATIONS],
+        "",
+        f"**{DISCLAIMER}**",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""Published reference numbers and dataset facts for the report's context section.
+
+Kept as data in the package so a report can be built anywhere (the project's
+REFERENCE_RESULTS.md is the source of these numbers). Each reference states its split, test set
+and metric, and which of this run's metrics it may be set beside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One published result.
+
+    Attributes:
+        source: who reported it (and where).
+        split: split / test set it was measured on.
+        metric: what was measured.
+        value: the number as published.
+        ours: this run's metric names to show beside it (comparable in kind, not necessarily in
+            split or test set).
+        comparability: why the numbers may or may not be compared.
+    """
+
+    source: str
+    split: str
+    metric: str
+    value: str
+    ours: tuple[str, ...]
+    comparability: str
+
+
+_LEAKY = "no: leaky image-level split (inflated)"
+_OFFICIAL = "metric only: official ISIC 2018 test set (other images)"
+_READERS = "no: other images, 30-image reader batches"
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("Source paper: InceptionResNetV2 fine-tuned, HAM10000",
+              "random image-level 80/10/10 (leaky)", "categorical accuracy", "93.20 %",
+              ("accuracy",), _LEAKY),
+    Reference("Source paper: same model", "same", "weighted precision / recall / F1",
+              "88 % / 87 % / 88 %", ("weighted_precision", "weighted_recall", "weighted_f1"),
+              _LEAKY + "; its 87 % weighted recall contradicts its 93.20 % accuracy"),
+    Reference("Chaturvedi et al. 2020 (MobileNet, HAM10000), arXiv:1907.03220",
+              "random image-level", "accuracy; weighted P/R/F1", "83.1 %; 89/83/83 %",
+              ("accuracy", "weighted_precision", "weighted_recall", "weighted_f1"), _LEAKY),
+    Reference("ISIC 2018 Task 3 winner (MetaOptima, external data)",
+              "official test set, 1,512 images", "balanced multiclass accuracy", "0.885",
+              ("balanced_accuracy",), _OFFICIAL + "; trained with external data"),
+    Reference("ISIC 2018 Task 3, best using only public data (DAISYLab)", "official test set",
+              "balanced multiclass accuracy", "0.856", ("balanced_accuracy",), _OFFICIAL),
+    Reference("ISIC 2018 Task 3, best with no external data (Sun Yat-sen)", "official test set",
+              "balanced multiclass accuracy", "0.845", ("balanced_accuracy",), _OFFICIAL),
+    Reference("MedMNIST v2, DermaMNIST, ResNet-18 @28 px", "image-level 7,007/1,003/2,005",
+              "ACC / AUC", "0.735 / 0.917", ("accuracy", "macro_auc"),
+              _LEAKY + "; 28 px images"),
+    Reference("MedMNIST+ DermaMNIST @224 px, DenseNet-121", "same", "ACC / AUC", "0.847 / 0.963",
+              ("accuracy", "macro_auc"), _LEAKY),
+    Reference("Tschandl et al. 2019, Lancet Oncol.: 511 human readers",
+              "30-image batches from ISIC 2018 test", "correct answers", "17.91 / 30 (59.7 %)",
+              ("accuracy",), _READERS),
+    Reference("same study: top-3 algorithms", "same batches", "correct answers",
+              "25.43 / 30 (84.8 %)", ("accuracy",), _READERS),
+    Reference("Majority class (always \"nv\")", "any split with HAM10000's mix",
+              "accuracy; balanced accuracy", "66.95 %; 14.3 %", ("accuracy", "balanced_accuracy"),
+              "yes: the floor any model must beat"),
+)
+
+DATASET_FACTS: tuple[str, ...] = (
+    "HAM10000 has 10,015 images of 7,470 lesions; 1,956 lesions have two or more images.",
+    "Under a random 80/10/10 image split, about 38.5 % of test images have another image of the "
+    "same lesion in training (about 68 % for melanoma). Accuracy measured that way is inflated; "
+    "one reproduction of an InceptionResNetV2 study fell from 78.9 % to 72.1 % when split by "
+    "lesion.",
+    "For a single-label test set, weighted-average recall equals accuracy. The source paper's "
+    "93.20 % accuracy with 87 % weighted recall cannot both describe one set of predictions; this "
+    "report computes both from one confusion matrix.",
+    "The ISIC 2018 Task 3 training set is HAM10000; its official validation (193) and test (1,511 "
+    "in the public release) sets are separate images with released ground truth.",
+)
+
+LICENCE = (
+    "HAM10000 (Tschandl, Rosendahl and Kittler) is distributed under the Creative Commons "
+    "Attribution-NonCommercial 4.0 International licence (CC BY-NC 4.0): non-commercial use, with "
+    "attribution."
+)
+
+CITATIONS: tuple[str, ...] = (
+    "Tschandl P., Rosendahl C., Kittler H. The HAM10000 dataset, a large collection of "
+    "multi-source dermatoscopic images of common pigmented skin lesions. Sci. Data 5, 180161 "
+    "(2018). doi:10.1038/sdata.2018.161",
+    "Codella N. et al. Skin Lesion Analysis Toward Melanoma Detection 2018: A Challenge Hosted by "
+    "the International Skin Imaging Collaboration (ISIC). arXiv:1902.03368 (2019)",
+)
+
+DISCLAIMER = "For research; not for clinical diagnosis."

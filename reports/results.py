@@ -1,0 +1,175 @@
+"""The entries of a run directory and the flat results.csv (one row per entry and split)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from data_utils.atomic import atomic_write_csv, read_json
+from data_utils.predictions import Predictions, read_predictions
+from data_utils.rundir import SPLITS, RunDir
+from reports.entry import METRICS_FILE, infer_kind, read_entry_metrics
+from reports.metrics import CI_METRICS, metric_names
+
+IDENTITY_COLUMNS = ("entry", "kind", "split", "status", "fingerprint")
+# Entry-level facts recorded by the trainer, repeated on each of the entry's rows.
+COST_COLUMNS = ("params", "flops_per_image", "train_seconds", "batch_size", "inference_images_per_s")
+
+
+@dataclass
+class Entry:
+    """One model, baseline or ensemble folder of a run directory.
+
+    Attributes:
+        name: folder name (e.g. "inception_resnet_v2", "soft_voting").
+        directory: models/<name> or ensembles/<name>.
+        metrics: its metrics.json ({} when absent).
+    """
+
+    name: str
+    directory: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    _predictions: dict[str, Predictions] = field(default_factory=dict, repr=False)
+
+    @property
+    def kind(self) -> str:
+        """backbone | baseline | ensemble (metrics.json's "kind", else inferred from the folder)."""
+        kind = self.metrics.get("kind")
+        return kind if isinstance(kind, str) and kind else infer_kind(self.directory)
+
+    @property
+    def status(self) -> str:
+        """"ok", "failed" or "nan" (metrics.json's "status"; "ok" when test predictions exist)."""
+        status = self.metrics.get("status")
+        if isinstance(status, str) and status:
+            return status
+        return "ok" if self.has_split("test") else "missing"
+
+    def has_split(self, split: str) -> bool:
+        return RunDir.predictions_file(self.directory, split).is_file()
+
+    def split_metrics(self, split: str) -> dict[str, Any]:
+        """The flat metric map of `split` from metrics.json ({} when absent)."""
+        value = self.metrics.get(split)
+        return value if isinstance(value, dict) else {}
+
+    def predictions(self, split: str) -> Predictions:
+        """The entry's predictions on `split` (read once, then cached)."""
+        if split not in self._predictions:
+            self._predictions[split] = read_predictions(
+                RunDir.predictions_file(self.directory, split)
+            )
+        return self._predictions[split]
+
+    def reload_metrics(self) -> None:
+        self.metrics = read_entry_metrics(self.directory)
+
+
+def discover_entries(run: RunDir) -> list[Entry]:
+    """Every entry folder with a prediction file or a metrics.json: models first, then ensembles.
+
+    Args:
+        run: the run directory.
+
+    Returns:
+        Entries sorted by name within models/ and within ensembles/.
+    """
+    entries: list[Entry] = []
+    for folder in (run.models_dir, run.ensembles_dir):
+        if not folder.is_dir():
+            continue
+        for path in sorted(p for p in folder.iterdir() if p.is_dir()):
+            has_files = (path / METRICS_FILE).is_file() or any(
+                RunDir.predictions_file(path, s).is_file() for s in SPLITS
+            )
+            if has_files:
+                entries.append(Entry(path.name, path, read_entry_metrics(path)))
+    return entries
+
+
+def run_fingerprint(run: RunDir) -> str:
+    """The protocol fingerprint recorded in run.json ("" when not recorded)."""
+    if not run.run_json.is_file():
+        return ""
+    try:
+        data = read_json(run.run_json)
+    except (ValueError, OSError):
+        return ""
+    value = data.get("fingerprint") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def results_columns() -> list[str]:
+    """The header of results.csv: identity, metrics (intervals beside their metric), costs."""
+    columns = list(IDENTITY_COLUMNS)
+    for name in metric_names():
+        columns.append(name)
+        if name in CI_METRICS:
+            columns += [f"{name}_ci_low", f"{name}_ci_high"]
+    return columns + list(COST_COLUMNS)
+
+
+def results_frame(run: RunDir, entries: list[Entry] | None = None) -> pd.DataFrame:
+    """results.csv as a DataFrame, from the entries' metrics.json files.
+
+    Args:
+        run: the run directory.
+        entries: the entries (default: `discover_entries(run)`).
+
+    Returns:
+        One row per (entry, split) with a metrics map; an entry without split metrics (e.g. a
+        failed one) gets a single "test" row with its status and empty metrics.
+    """
+    entries = discover_entries(run) if entries is None else entries
+    default_fingerprint = run_fingerprint(run)
+    columns = results_columns()
+    rows = []
+    for entry in entries:
+        splits = [s for s in SPLITS if entry.split_metrics(s)] or ["test"]
+        for split in splits:
+            metrics = entry.split_metrics(split)
+            row: dict[str, Any] = {
+                "entry": entry.name,
+                "kind": entry.kind,
+                "split": split,
+                "status": entry.status,
+                "fingerprint": entry.metrics.get("fingerprint") or default_fingerprint,
+            }
+            for name in metric_names():
+                row[name] = _number(metrics.get(name))
+                if name in CI_METRICS:
+                    low, high = _interval(metrics.get(f"{name}_ci"))
+                    row[f"{name}_ci_low"], row[f"{name}_ci_high"] = low, high
+            for name in COST_COLUMNS:
+                row[name] = _number(entry.metrics.get(name))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def write_results_csv(run: RunDir) -> Path:
+    """Write run/results.csv atomically from the entries' metrics.json files.
+
+    Args:
+        run: the run directory.
+
+    Returns:
+        The path of results.csv.
+    """
+    atomic_write_csv(run.results_csv, results_frame(run))
+    return run.results_csv
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+def _interval(value: Any) -> tuple[float, float]:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return _number(value[0]), _number(value[1])
+    return math.nan, math.nan

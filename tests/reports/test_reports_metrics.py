@@ -1,0 +1,227 @@
+"""Every metric of reports.metrics against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import recall_score
+
+from data_utils.classes import CLASSES
+from data_utils.predictions import make_predictions
+from reports.metrics import (
+    bootstrap_intervals,
+    compute_metrics,
+    expected_calibration_error,
+    metric_names,
+    sensitivity_at_specificity,
+)
+
+# Eight images, classes akiec/bcc/mel/nv present, bkl/df/vasc absent.
+#  row  true   predicted  probabilities (others 0)
+#   1   nv     nv         nv .90  mel .10
+#   2   nv     nv         nv .85  mel .15
+#   3   nv     nv         nv .65  mel .35
+#   4   nv     mel        mel .70 nv .30
+#   5   mel    mel        mel .75 nv .25
+#   6   mel    nv         nv .55  mel .45
+#   7   bcc    bcc        bcc 1.0
+#   8   akiec  bcc        bcc .50 akiec .40 nv .10
+LABELS = ["nv", "nv", "nv", "nv", "mel", "mel", "bcc", "akiec"]
+ROWS = [
+    {"nv": 0.90, "mel": 0.10},
+    {"nv": 0.85, "mel": 0.15},
+    {"nv": 0.65, "mel": 0.35},
+    {"mel": 0.70, "nv": 0.30},
+    {"mel": 0.75, "nv": 0.25},
+    {"nv": 0.55, "mel": 0.45},
+    {"bcc": 1.0},
+    {"bcc": 0.50, "akiec": 0.40, "nv": 0.10},
+]
+LESIONS = ["L1", "L1", "L2", "L3", "L4", "L5", "L6", "L7"]  # rows 1 and 2: one lesion
+
+
+def _proba(rows):
+    proba = np.zeros((len(rows), 7))
+    for i, row in enumerate(rows):
+        for name, p in row.items():
+            proba[i, CLASSES.index(name)] = p
+    return proba
+
+
+@pytest.fixture(scope="module")
+def example():
+    preds = make_predictions([f"I{i}" for i in range(8)], LESIONS, LABELS, _proba(ROWS))
+    return compute_metrics(preds)
+
+
+def test_keys_are_the_documented_ones(example):
+    assert list(example) == metric_names()
+    for key in ("precision_mel", "recall_mel", "specificity_mel", "f1_mel", "support_mel",
+                "auc_mel", "mel_sens_at_spec80", "mel_sens_at_spec90", "micro_auc"):
+        assert key in example
+
+
+def test_accuracy_and_balanced_accuracy(example):
+    # correct: rows 1,2,3 (nv), 5 (mel), 7 (bcc) -> 5 / 8
+    assert example["accuracy"] == pytest.approx(5 / 8)
+    # recall akiec 0/1, bcc 1/1, mel 1/2, nv 3/4 -> (0 + 1 + .5 + .75) / 4 over present classes
+    assert example["balanced_accuracy"] == pytest.approx(2.25 / 4)
+
+
+def test_per_class_precision_recall_f1_support(example):
+    # nv: TP 3, FP 1 (row 6), FN 1 (row 4) -> P 3/4, R 3/4, F1 3/4
+    assert example["precision_nv"] == pytest.approx(0.75)
+    assert example["recall_nv"] == pytest.approx(0.75)
+    assert example["f1_nv"] == pytest.approx(0.75)
+    # mel: TP 1 (row 5), FP 1 (row 4), FN 1 (row 6) -> 1/2, 1/2, 1/2
+    assert example["precision_mel"] == pytest.approx(0.5)
+    assert example["recall_mel"] == pytest.approx(0.5)
+    assert example["f1_mel"] == pytest.approx(0.5)
+    # bcc: TP 1, FP 1 (row 8) -> P 1/2, R 1, F1 = 2 * .5 * 1 / 1.5 = 2/3
+    assert example["precision_bcc"] == pytest.approx(0.5)
+    assert example["recall_bcc"] == pytest.approx(1.0)
+    assert example["f1_bcc"] == pytest.approx(2 / 3)
+    # akiec: never predicted -> precision 0 (not undefined), recall 0, F1 0
+    assert example["precision_akiec"] == 0.0
+    assert example["recall_akiec"] == 0.0
+    assert example["f1_akiec"] == 0.0
+    assert [example[f"support_{c}"] for c in CLASSES] == [1, 1, 0, 0, 2, 4, 0]
+
+
+def test_specificity(example):
+    # nv: 4 negatives, 1 FP -> 3/4; mel: 6 negatives, 1 FP -> 5/6; bcc: 7 negatives, 1 FP -> 6/7
+    assert example["specificity_nv"] == pytest.approx(3 / 4)
+    assert example["specificity_mel"] == pytest.approx(5 / 6)
+    assert example["specificity_bcc"] == pytest.approx(6 / 7)
+    # akiec and the absent classes are never predicted: TN = all negatives -> 1
+    for name in ("akiec", "bkl", "df", "vasc"):
+        assert example[f"specificity_{name}"] == 1.0
+
+
+def test_absent_classes_are_undefined(example):
+    for name in ("bkl", "df", "vasc"):
+        for metric in ("precision", "recall", "f1", "auc"):
+            assert math.isnan(example[f"{metric}_{name}"]), (metric, name)
+
+
+def test_macro_and_weighted_averages(example):
+    # over the 4 present classes akiec, bcc, mel, nv
+    assert example["macro_precision"] == pytest.approx((0 + 0.5 + 0.5 + 0.75) / 4)
+    assert example["macro_recall"] == pytest.approx((0 + 1 + 0.5 + 0.75) / 4)
+    assert example["macro_f1"] == pytest.approx((0 + 2 / 3 + 0.5 + 0.75) / 4)
+    # weights = supports 1, 1, 2, 4 of 8
+    assert example["weighted_precision"] == pytest.approx((0 + 0.5 + 2 * 0.5 + 4 * 0.75) / 8)
+    assert example["weighted_recall"] == pytest.approx((0 + 1 + 2 * 0.5 + 4 * 0.75) / 8)
+    assert example["weighted_f1"] == pytest.approx((0 + 2 / 3 + 2 * 0.5 + 4 * 0.75) / 8)
+
+
+def test_weighted_recall_equals_accuracy():
+    # sum_k (n_k / n) * TP_k / n_k = sum_k TP_k / n = accuracy, on any single-label test set
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        n = 97
+        proba = rng.dirichlet(np.ones(7), size=n)
+        labels = np.array(CLASSES)[rng.integers(0, 7, n)]
+        metrics = compute_metrics(make_predictions(range(n), range(n), labels, proba))
+        assert metrics["weighted_recall"] == pytest.approx(metrics["accuracy"], abs=1e-12)
+
+
+def test_auc(example):
+    # nv: positives .90 .85 .65 .30 vs negatives .25 .55 0 .10: 4+4+4+3 of 16 pairs won
+    assert example["auc_nv"] == pytest.approx(15 / 16)
+    # mel: positives .75 .45 vs negatives .10 .15 .35 .70 0 0: 6 + 5 of 12
+    assert example["auc_mel"] == pytest.approx(11 / 12)
+    assert example["auc_bcc"] == 1.0
+    assert example["auc_akiec"] == 1.0
+    assert example["macro_auc"] == pytest.approx((15 / 16 + 11 / 12 + 1 + 1) / 4)
+    # micro: 8 positive (true-class) scores vs 48 negative entries (40 zeros and
+    # .10 .15 .35 .70 .25 .55 .50 .10); negatives below each positive:
+    # .90: 48, .85: 48, .65: 47, .30: 44, .75: 48, .45: 45, 1.0: 48, .40: 45 -> 373 of 384
+    assert example["micro_auc"] == pytest.approx(373 / 384)
+
+
+def test_log_loss_and_brier(example):
+    # -mean log p(true class)
+    expected = -(math.log(0.9) + math.log(0.85) + math.log(0.65) + math.log(0.3)
+                 + math.log(0.75) + math.log(0.45) + math.log(1.0) + math.log(0.4)) / 8
+    assert example["log_loss"] == pytest.approx(expected, abs=1e-9)
+    # sum over classes of squared error, per row:
+    # .1²+.1²=.02, .15²*2=.045, .35²*2=.245, .7²*2=.98, .25²*2=.125, .55²*2=.605, 0,
+    # .6²+.5²+.1²=.62  -> 2.64 / 8
+    assert example["brier"] == pytest.approx(2.64 / 8)
+
+
+def test_ece(example):
+    # confidences .90 .85 .65 .70 .75 .55 1.0 .50 fall in 8 different 1/15-wide bins, so
+    # ECE = mean |correct - confidence| = (.1 + .15 + .35 + .7 + .25 + .55 + 0 + .5) / 8
+    assert example["ece"] == pytest.approx(2.6 / 8)
+
+
+def test_ece_groups_a_bin():
+    # .90 right and .91 wrong share bin (13/15, 14/15]: |1/2 - .905| * 2/3; .30 right: .7 * 1/3
+    y_true = np.array([0, 0, 1])
+    y_pred = np.array([0, 1, 1])
+    proba = np.zeros((3, 7))
+    proba[0, 0], proba[0, 1] = 0.90, 0.10
+    proba[1, 1], proba[1, 0] = 0.91, 0.09
+    proba[2, 1], proba[2, 0], proba[2, 2], proba[2, 3] = 0.30, 0.25, 0.25, 0.20
+    expected = abs(0.5 - 0.905) * 2 / 3 + abs(1 - 0.30) / 3
+    assert expected_calibration_error(y_true, y_pred, proba) == pytest.approx(expected)
+
+
+def test_melanoma_sensitivity_at_specificity(example):
+    # mel scores: positives .75 .45; negatives .70 .35 .15 .10 0 0.
+    # threshold .45: TP 2, FP 1 (.70) -> spec 5/6 >= .8 -> sensitivity 1
+    assert example["mel_sens_at_spec80"] == 1.0
+    # spec >= .9 needs FP 0: threshold .75 -> TP 1 -> sensitivity 1/2
+    assert example["mel_sens_at_spec90"] == 0.5
+
+
+def test_sensitivity_at_specificity_undefined_without_positives():
+    assert math.isnan(sensitivity_at_specificity(np.zeros(4, bool), np.arange(4.0), 0.8))
+
+
+def test_counts(example):
+    assert example["n_images"] == 8
+    assert example["n_lesions"] == 7
+
+
+def test_prediction_column_drives_label_metrics():
+    # argmax says nv for both; the prediction column (hard voting) says mel for the second
+    proba = _proba([{"nv": 0.6, "mel": 0.4}, {"nv": 0.5, "mel": 0.5}])
+    preds = make_predictions(["a", "b"], ["a", "b"], ["nv", "mel"], proba, ["nv", "mel"])
+    metrics = compute_metrics(preds)
+    assert metrics["accuracy"] == 1.0
+    assert metrics["balanced_accuracy"] == 1.0
+
+
+def test_absent_class_predicted_scores_precision_zero():
+    proba = _proba([{"nv": 1.0}, {"vasc": 0.6, "nv": 0.4}])
+    metrics = compute_metrics(make_predictions(["a", "b"], ["a", "b"], ["nv", "nv"], proba))
+    assert metrics["precision_vasc"] == 0.0  # predicted once, never right
+    assert math.isnan(metrics["recall_vasc"])
+    assert math.isnan(metrics["precision_bkl"])  # neither present nor predicted
+    # macro averages over the present class nv only: P 1/1, R 1/2
+    assert metrics["macro_precision"] == 1.0
+    assert metrics["macro_recall"] == 0.5
+    assert metrics["balanced_accuracy"] == 0.5
+    assert metrics["balanced_accuracy"] == pytest.approx(
+        recall_score([5, 5], [5, 6], labels=[5], average="macro")
+    )
+    # nv is the only class: no negatives, AUC undefined everywhere -> macro AUC NaN
+    assert math.isnan(metrics["macro_auc"])
+
+
+def test_bootstrap_intervals_keys_and_order():
+    rng = np.random.default_rng(0)
+    n = 200
+    labels = np.array(CLASSES)[rng.integers(0, 7, n)]
+    proba = rng.dirichlet(np.ones(7), size=n)
+    preds = make_predictions(range(n), np.arange(n) // 2, labels, proba)
+    intervals = bootstrap_intervals(preds, n_resamples=200, seed=1)
+    assert set(intervals) == {"accuracy_ci", "balanced_accuracy_ci", "macro_auc_ci"}
+    metrics = compute_metrics(preds)
+    for name, (low, high) in intervals.items():
+        assert low <= metrics[name.removesuffix("_ci")] <= high

@@ -1,0 +1,134 @@
+"""The registry's rules (frozen configs, duplicates, names) and `benchmark.py --list`."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import benchmark
+import zoo
+from data_utils.errors import BenchmarkError
+from zoo.cli import ENSEMBLES, backbone_rows, weights_source
+from zoo.registry import Builder, get_builder, unregister
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_configs_are_frozen():
+    config = zoo.get_config("xception")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.input_size = 224  # type: ignore[misc]
+
+
+def test_config_fields_for_the_api():
+    config = zoo.get_config("inception_resnet_v2")
+    assert (config.display_name, config.input_size, config.min_size, config.preprocessing) == (
+        "InceptionResNetV2",
+        299,
+        75,
+        "tf",
+    )
+    assert config.weights_url.startswith(
+        "https://storage.googleapis.com/tensorflow/keras-applications/"
+    )
+    assert (
+        config.weights_hash == "d19885ff4a710c122648d3b5c3b684e4" and config.hash_algorithm == "md5"
+    )
+    assert "arXiv:1602.07261" in config.paper and config.licence and config.pretrained
+    assert (
+        not zoo.get_config("paper_cnn").pretrained
+        and zoo.get_config("paper_cnn").weights_url is None
+    )
+
+
+def test_duplicate_registration_raises():
+    config = zoo.get_config("xception")
+    with pytest.raises(ValueError, match=r"backbone 'xception' is already registered") as info:
+        zoo.register(config, get_builder("xception"))
+    assert isinstance(info.value, zoo.DuplicateBackboneError)
+    assert zoo.list_backbones().count("xception") == 1
+
+
+def test_register_and_unregister_a_new_backbone():
+    config = dataclasses.replace(zoo.get_config("paper_cnn"), name="plugin_cnn")
+    zoo.register(config, Builder(base=get_builder("paper_cnn").base))
+    try:
+        assert zoo.list_backbones()[-1] == "plugin_cnn"
+        assert zoo.get_config("plugin_cnn").min_size == 64
+    finally:
+        unregister("plugin_cnn")
+    assert "plugin_cnn" not in zoo.list_backbones()
+
+
+@pytest.mark.parametrize("name", ["resnet50", "", None, "Xception"])
+def test_unknown_name_lists_the_registered_ones(name):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown backbone .*choose one of: inception_v3, resnext101, "
+        r"inception_resnet_v2, xception, nasnet_large, paper_cnn",
+    ) as info:
+        zoo.get_config(name)
+    assert repr(name) in str(info.value)
+    assert isinstance(info.value, BenchmarkError)
+
+
+@pytest.mark.parametrize(
+    ("changes", "pattern"),
+    [
+        ({"preprocessing": "bgr"}, r"preprocessing 'bgr' is not one of tf, caffe, torch, unit"),
+        ({"hash_algorithm": "sha1"}, r"hash_algorithm 'sha1' is not one of md5, sha256"),
+        ({"min_size": 500}, r"min_size 500 must be between 1 and the input size 299"),
+    ],
+)
+def test_config_validation(changes, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        dataclasses.replace(zoo.get_config("xception"), **changes)
+
+
+def test_registry_does_not_import_keras():
+    code = (
+        "import sys, zoo, zoo.cli; zoo.get_config('resnext101'); zoo.cli.backbone_rows(); "
+        "print('keras' in sys.modules, 'tensorflow' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_weights_source_descriptions():
+    assert weights_source(zoo.get_config("paper_cnn")) == "none (trained from scratch)"
+    assert weights_source(zoo.get_config("nasnet_large")) == (
+        "Keras applications, storage.googleapis.com, md5 verified"
+    )
+    assert weights_source(zoo.get_config("resnext101")).startswith(
+        "timm hub (torchvision), huggingface.co"
+    )
+
+
+def test_list_prints_backbones_ensembles_and_presets(capsys):
+    assert benchmark.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["backbone", "input", "size"]
+    assert "params (1000-class)" in lines[0] and "weights source" in lines[0]
+    rows = {line.split()[0]: line for line in lines[2:8]}
+    assert list(rows) == zoo.list_backbones()
+    assert "331x331" in rows["nasnet_large"] and "88,949,818" in rows["nasnet_large"]
+    assert "224x224" in rows["resnext101"] and " torch " in rows["resnext101"]
+    assert "88,791,336" in rows["resnext101"] and "huggingface.co" in rows["resnext101"]
+    assert "none (trained from scratch)" in rows["paper_cnn"]
+    assert "ensembles (ensembles stage): " + ", ".join(ENSEMBLES) in out
+    assert ENSEMBLES == ("soft_voting", "hard_voting", "weighted_voting", "stacking")
+    for preset in ("native", "paper", "smoke"):
+        assert f"\n  {preset} " in out
+
+
+def test_backbone_rows_follow_the_configs():
+    rows = backbone_rows()
+    assert [row[0] for row in rows] == zoo.list_backbones()
+    assert rows[0][1:5] == ["299x299", 75, "tf", "23,851,784"]

@@ -1,0 +1,148 @@
+"""The backbone registry: name -> frozen config + builder.
+
+Importing this module (and `zoo.get_config` / `zoo.list_backbones`) does not import Keras: the
+builders import it lazily, so data preparation can read a backbone's input size and
+preprocessing mode cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from zoo.errors import DuplicateBackboneError, ZooValueError
+
+PREPROCESSING_MODES = ("tf", "caffe", "torch", "unit")
+HASH_ALGORITHMS = ("md5", "sha256")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Everything per backbone that the other stages need to know (DESIGN.md).
+
+    Attributes:
+        name: registry key (snake_case).
+        display_name: human name for tables and reports.
+        input_size: native square input size in pixels.
+        min_size: smallest accepted height/width.
+        preprocessing: "tf" (x/127.5 - 1), "caffe" (BGR, ImageNet mean subtracted), "torch"
+            (x/255, ImageNet mean/std) or "unit" (x/255), as `keras.applications`
+            `preprocess_input` modes.
+        weights_url: where `weights="imagenet"` downloads from (None: no pretrained weights).
+        weights_file: the file name in the Keras cache and in a --weights-dir folder.
+        weights_hash: the file's known hash, or None where none is published.
+        hash_algorithm: "md5" or "sha256" (the algorithm of `weights_hash`).
+        weights_format: "keras_h5" (Keras's official no-top files) or "torchvision_safetensors".
+        params_1000: published parameter count with a 1000-class head (Keras applications count
+            all weights incl. BatchNorm moving statistics; torchvision counts trainable
+            parameters only, BatchNorm statistics being buffers there).
+        paper: citation of the architecture's paper.
+        licence: licence of the architecture code / pretrained weights.
+        pretrained: whether ImageNet weights exist (False for the from-scratch CNN).
+        square_only: whether non-square inputs are refused.
+    """
+
+    name: str
+    display_name: str
+    input_size: int
+    min_size: int
+    preprocessing: str
+    weights_url: str | None
+    weights_file: str | None
+    weights_hash: str | None
+    hash_algorithm: str | None
+    weights_format: str | None
+    params_1000: int
+    paper: str
+    licence: str
+    pretrained: bool
+    square_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.preprocessing not in PREPROCESSING_MODES:
+            raise ZooValueError(
+                f"backbone {self.name!r}: preprocessing {self.preprocessing!r} is not one of "
+                f"{', '.join(PREPROCESSING_MODES)}"
+            )
+        if self.hash_algorithm is not None and self.hash_algorithm not in HASH_ALGORITHMS:
+            raise ZooValueError(
+                f"backbone {self.name!r}: hash_algorithm {self.hash_algorithm!r} is not one of "
+                f"{', '.join(HASH_ALGORITHMS)}"
+            )
+        if not 1 <= self.min_size <= self.input_size:
+            raise ZooValueError(
+                f"backbone {self.name!r}: min_size {self.min_size} must be between 1 and the "
+                f"input size {self.input_size}"
+            )
+
+
+@dataclass(frozen=True)
+class Builder:
+    """How to build a backbone's parts (Keras is imported inside these callables only).
+
+    Attributes:
+        base: `base(input_shape) -> keras.Model` named "backbone", taking preprocessed images.
+        pool: `pool() -> keras.layers.Layer` named "pool"; None means GlobalAveragePooling2D.
+        load_weights: `load_weights(model, path)` loading a weights file into the assembled
+            model (backbone and, where the file has one, the head).
+    """
+
+    base: Callable[[tuple[int, int, int]], Any]
+    pool: Callable[[], Any] | None = None
+    load_weights: Callable[[Any, Any], None] | None = None
+
+
+_REGISTRY: dict[str, tuple[BackboneConfig, Builder]] = {}
+
+
+def register(config: BackboneConfig, builder: Builder) -> None:
+    """Add a backbone to the registry.
+
+    Args:
+        config: its frozen configuration.
+        builder: how to build it.
+
+    Raises:
+        DuplicateBackboneError: a backbone with this name is already registered.
+    """
+    if config.name in _REGISTRY:
+        raise DuplicateBackboneError(
+            f"backbone {config.name!r} is already registered; pick another name "
+            f"(registered: {', '.join(_REGISTRY)})"
+        )
+    _REGISTRY[config.name] = (config, builder)
+
+
+def unregister(name: str) -> None:
+    """Remove a backbone (for tests and plug-ins); unknown names raise like `get_config`."""
+    _entry(name)
+    del _REGISTRY[name]
+
+
+def list_backbones() -> list[str]:
+    """The registered backbone names, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_config(name: str) -> BackboneConfig:
+    """The frozen config of a registered backbone.
+
+    Raises:
+        ZooValueError: unknown name (the message lists the registered ones).
+    """
+    return _entry(name)[0]
+
+
+def get_builder(name: str) -> Builder:
+    """The builder of a registered backbone (raises like `get_config`)."""
+    return _entry(name)[1]
+
+
+def _entry(name: str) -> tuple[BackboneConfig, Builder]:
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ZooValueError(
+            f"unknown backbone {name!r}; choose one of: {', '.join(_REGISTRY)}"
+        ) from None
