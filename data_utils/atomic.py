@@ -72,10 +72,30 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def json_text(obj: Any) -> str:
+    """`obj` as the indented, key-sorted JSON text that `atomic_write_json` writes."""
+    return json.dumps(_nan_to_none(obj), indent=2, sort_keys=True, default=_json_default) + "\n"
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented, key-sorted JSON to `path` atomically (NaN written as null)."""
-    text = json.dumps(_nan_to_none(obj), indent=2, sort_keys=True, default=_json_default)
-    atomic_write_text(path, text + "\n")
+    atomic_write_text(path, json_text(obj))
+
+
+def atomic_write_json_if_changed(path: str | os.PathLike, obj: Any) -> bool:
+    """Like `atomic_write_json`, but leave an identical file untouched (mtime kept).
+
+    Returns:
+        True when the file was (re)written.
+    """
+    text = json_text(obj)
+    try:
+        if Path(path).read_text(encoding="utf-8") == text:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    atomic_write_text(path, text)
+    return True
 
 
 def _nan_to_none(obj: Any) -> Any:

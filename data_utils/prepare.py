@@ -3,7 +3,7 @@
 `prepare` is what `python benchmark.py --prepare` (and `--all`) runs. It is idempotent: running it
 again on the same run directory with the same inputs keeps splits.csv untouched and reopens the
 image caches without decoding; a run directory whose splits.csv differs is refused (RunDirError)
-unless `force_new`, which moves the old run directory aside first.
+unless `force_new`, which starts afresh in a sibling folder (`<out>-2`, ...).
 """
 
 from __future__ import annotations
@@ -126,31 +126,31 @@ def _difference(old: dict, new: dict) -> str:
     return "same settings, but the images or labels in the data folder changed"
 
 
-def _move_aside(root: Path) -> Path:
-    n = 1
-    while (target := root.with_name(f"{root.name}.old-{n}")).exists():
-        n += 1
-    os.replace(root, target)
-    logger.warning("moved the previous run directory %s aside to %s (--force-new)", root, target)
-    return target
+def _choose_run_dir(out: Path, splits_text: str, card: dict, force_new: bool) -> tuple[RunDir, bool]:
+    """The run directory to write, and whether its splits.csv already holds this split.
 
-
-def _check_existing(run: RunDir, splits_text: str, card: dict, force_new: bool) -> bool:
-    """True when splits.csv exists with the same content; refuse (or move aside) a different one."""
-    if not run.splits_csv.is_file():
-        return False
-    if run.splits_csv.read_text(encoding="utf-8") == splits_text:
-        return True
-    old = read_json(run.dataset_json) if run.dataset_json.is_file() else {}
-    what = _difference(old, card)
-    if force_new:
-        _move_aside(run.root)
-        return False
-    raise RunDirError(
-        f"{run.root} already holds a different split ({run.splits_csv.name}: {what}); anything "
-        f"trained there used that split. Pass --force-new to move it aside and start afresh, or "
-        f"choose another --out"
-    )
+    `out` itself unless it holds a different split: then a RunDirError, or with `force_new` the
+    first sibling `out-2`, `out-3`, ... that is free or holds this split (the training runner's
+    rule, so `--prepare --force-new` and `--all --force-new` land in the same place). Nothing
+    that exists is moved or overwritten.
+    """
+    candidate, number = out, 1
+    while True:
+        run = RunDir(candidate)
+        if not run.splits_csv.is_file():
+            return run, False
+        if run.splits_csv.read_text(encoding="utf-8") == splits_text:
+            return run, True
+        if not force_new:
+            old = read_json(run.dataset_json) if run.dataset_json.is_file() else {}
+            raise RunDirError(
+                f"{run.root} already holds a different split ({run.splits_csv.name}: "
+                f"{_difference(old, card)}); anything trained there used that split. Pass "
+                f"--force-new to start afresh in a sibling folder (the old one is kept), or "
+                f"choose another --out"
+            )
+        number += 1
+        candidate = out.with_name(f"{out.name}-{number}")
 
 
 def prepare(
@@ -185,7 +185,7 @@ def prepare(
         resize_mode: "square" or "crop".
         cache_root: cache root (None: `default_cache_root()`).
         workers: decoding processes (None: all cores).
-        force_new: when `out` holds a different split, move it aside instead of refusing.
+        force_new: when `out` holds a different split, use a fresh sibling `<out>-N` instead of refusing.
         progress: show the cache build's progress bar.
 
     Returns:
@@ -225,8 +225,9 @@ def prepare(
     }
     text = splits_csv_text(table)
     card = build_card(table, config, text)
-    run = RunDir(out)
-    unchanged = _check_existing(run, text, card, force_new)
+    run, unchanged = _choose_run_dir(Path(out), text, card, force_new)
+    if run.root != Path(out):
+        logger.warning("%s holds a different split; using %s (--force-new)", out, run.root)
 
     caches = {}
     if image_sizes:

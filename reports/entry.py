@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from data_utils.atomic import atomic_write_json, read_json
+from data_utils.atomic import atomic_write_json_if_changed, read_json
 from data_utils.errors import RunDirError
 from data_utils.predictions import read_predictions
 from data_utils.rundir import SPLITS, RunDir
@@ -91,7 +91,7 @@ def write_entry_metrics(
         if extra.get("status") in FAILED_STATUSES:
             result = {k: v for k, v in result.items() if k not in SPLITS}
             result.update(extra)
-            atomic_write_json(entry_dir / METRICS_FILE, result)
+            atomic_write_json_if_changed(entry_dir / METRICS_FILE, result)
             return result
         raise RunDirError(
             f"{entry_dir}: holds neither predictions_val.csv nor predictions_test.csv; train or "
@@ -106,6 +106,6 @@ def write_entry_metrics(
     result.update(extra)
     result.setdefault("status", "ok")
     result.setdefault("kind", infer_kind(entry_dir))
-    atomic_write_json(entry_dir / METRICS_FILE, result)
+    atomic_write_json_if_changed(entry_dir / METRICS_FILE, result)
     log.debug("wrote %s", entry_dir / METRICS_FILE)
     return result

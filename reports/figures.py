@@ -268,7 +268,7 @@ def ranking_chart(
             color = palette.get(str(row["kind"]), "#c44e52")
             ax.barh(i, value, color=color, alpha=0.85, height=0.6)
             if not (math.isnan(low) or math.isnan(high)):
-                ax.errorbar(value, i, xerr=[[value - low], [high - value]], fmt="none",
+                ax.errorbar(value, i, xerr=[[max(value - low, 0.0)], [max(high - value, 0.0)]], fmt="none",
                             ecolor="black", capsize=3, lw=1)
         ax.set_yticks(range(len(rows)), [str(r["entry"]) for r in rows])
         for label in ax.get_yticklabels():

@@ -110,7 +110,7 @@ def results_columns() -> list[str]:
         columns.append(name)
         if name in CI_METRICS:
             columns += [f"{name}_ci_low", f"{name}_ci_high"]
-    return columns + list(COST_COLUMNS)
+    return columns + list(COST_COLUMNS) + ["error"]
 
 
 def results_frame(run: RunDir, entries: list[Entry] | None = None) -> pd.DataFrame:
@@ -146,6 +146,7 @@ def results_frame(run: RunDir, entries: list[Entry] | None = None) -> pd.DataFra
                     row[f"{name}_ci_low"], row[f"{name}_ci_high"] = low, high
             for name in COST_COLUMNS:
                 row[name] = _number(entry.metrics.get(name))
+            row["error"] = entry.metrics.get("error") or ""
             rows.append(row)
     return pd.DataFrame(rows, columns=columns)
 

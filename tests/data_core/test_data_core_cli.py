@@ -57,11 +57,12 @@ def test_prepare_real_sample(sample_dir, tmp_path, capsys):
     assert err.count("\n") == 1 and "seed: 0 -> 1" in err and "--force-new" in err
     assert (out / "splits.csv").stat().st_mtime_ns == before
 
-    # --force-new moves the old run aside and writes the new split.
+    # --force-new starts afresh in a sibling folder and leaves the old run untouched.
     assert _prepare("--dataset", "ham10000", "--data-dir", str(sample_dir), "--out", str(out),
                     "--image-size", "32", "--seed", "1", "--force-new") == 0
-    assert json.loads((out / "dataset.json").read_text())["seed"] == 1
-    assert json.loads((tmp_path / "run.old-1" / "dataset.json").read_text())["seed"] == 0
+    assert json.loads((out / "dataset.json").read_text())["seed"] == 0
+    assert (out / "splits.csv").stat().st_mtime_ns == before
+    assert json.loads((tmp_path / "run-2" / "dataset.json").read_text())["seed"] == 1
 
 
 def test_prepare_image_split_and_folds(sample_dir, tmp_path, capsys):
