@@ -1,0 +1,170 @@
+"""Unit tests of the pure training policies and the presets (hand-computed values)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from training import policies, presets
+
+# Five-layer residual blocks: the Add ends each block.
+BLOCK = ["Conv2D", "BatchNormalization", "Activation", "Conv2D", "Add"]
+
+
+def test_unfreeze_start_snaps_to_the_nearest_block_boundary():
+    types = BLOCK * 4  # 20 layers, blocks start at 0, 5, 10, 15
+    # raw boundary 20 - round(0.3 * 20) = 14, nearest block start within 2 layers: 15
+    assert policies.unfreeze_start(types, 0.3) == 15
+    # raw 20 - 9 = 11 -> block start 10
+    assert policies.unfreeze_start(types, 0.45) == 10
+
+
+def test_unfreeze_start_edges_and_no_boundaries():
+    types = BLOCK * 4
+    assert policies.unfreeze_start(types, 0.0) == 20
+    assert policies.unfreeze_start(types, 1.0) == 0
+    plain = ["Conv2D"] * 10
+    assert policies.unfreeze_start(plain, 0.3) == 7
+    with pytest.raises(ValueError, match="unfreeze_fraction"):
+        policies.unfreeze_start(plain, 1.5)
+
+
+def test_trainable_flags_keep_batchnorm_frozen():
+    types = BLOCK * 2
+    flags = policies.trainable_flags(types, 5)
+    assert flags == [False] * 5 + [True, False, True, True, True]
+    unfrozen = [t for t, f in zip(types, flags, strict=True) if f]
+    assert "BatchNormalization" not in unfrozen
+    assert len(unfrozen) == 4
+
+
+def test_class_weights_balanced_hand_values():
+    weights = policies.class_weights([10, 30, 0, 60])
+    # n = 100, k = 3 present classes: n / (k * count)
+    assert weights[0] == pytest.approx(100 / 30)
+    assert weights[1] == pytest.approx(100 / 90)
+    assert weights[2] == 1.0
+    assert weights[3] == pytest.approx(100 / 180)
+    assert policies.class_weights([5, 5], "none") == {0: 1.0, 1: 1.0}
+
+
+def test_class_weights_match_sklearn_on_present_classes():
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.array([0] * 7 + [1] * 2 + [3] * 11)
+    expected = compute_class_weight("balanced", classes=np.array([0, 1, 3]), y=y)
+    got = policies.class_weights(np.bincount(y, minlength=4))
+    assert [got[0], got[1], got[3]] == pytest.approx(list(expected))
+
+
+def test_class_weights_errors():
+    with pytest.raises(ValueError, match="no samples"):
+        policies.class_weights([0, 0])
+    with pytest.raises(ValueError, match="class_weighting"):
+        policies.class_weights([1, 2], "inverse")
+    with pytest.raises(ValueError, match=">= 0"):
+        policies.class_weights([1, -2])
+
+
+def test_learning_rate_warmup_then_cosine():
+    lr = 1e-3
+    assert policies.learning_rate(0, lr, 10, 100) == 0.0
+    assert policies.learning_rate(5, lr, 10, 100) == pytest.approx(5e-4)
+    assert policies.learning_rate(10, lr, 10, 100) == pytest.approx(1e-3)
+    assert policies.learning_rate(60, lr, 10, 100) == pytest.approx(5e-4)
+    assert policies.learning_rate(110, lr, 10, 100) == pytest.approx(0.0, abs=1e-12)
+    # alpha: decays to alpha * lr and stays there
+    assert policies.learning_rate(60, lr, 10, 100, alpha=0.1) == pytest.approx(5.5e-4)
+    assert policies.learning_rate(500, lr, 10, 100, alpha=0.1) == pytest.approx(1e-4)
+    # no warmup: starts at the peak
+    assert policies.learning_rate(0, lr, 0, 100) == pytest.approx(1e-3)
+
+
+def test_schedule_steps():
+    assert policies.schedule_steps(3, 10, 1) == (10, 20)
+    assert policies.schedule_steps(1, 10, 5) == (5, 5)  # warmup capped at half the phase
+    assert policies.schedule_steps(2, 7, 0) == (0, 14)
+
+
+def test_next_batch_size_halves_down_to_the_floor():
+    assert policies.next_batch_size(32, 4) == 16
+    assert policies.next_batch_size(8, 4) == 4
+    assert policies.next_batch_size(7, 4) is None  # 3 < 4
+    assert policies.next_batch_size(4, 4) is None
+    assert policies.next_batch_size(2, 1) == 1
+    assert policies.next_batch_size(1, 1) is None
+
+
+def test_early_stopping_bookkeeping():
+    state = policies.EarlyStopping()
+    state, improved, stop = policies.update_early_stopping(state, 0.5, 1, patience=2)
+    assert (state.best, state.best_epoch, state.waited, improved, stop) == (0.5, 1, 0, True, False)
+    state, improved, stop = policies.update_early_stopping(state, 0.5, 2, patience=2)
+    assert (state.waited, improved, stop) == (1, False, False)
+    state, improved, stop = policies.update_early_stopping(state, math.nan, 3, patience=2)
+    assert (state.best, state.waited, improved, stop) == (0.5, 2, False, True)
+    # patience 0 never stops
+    _, _, stop = policies.update_early_stopping(state, 0.1, 4, patience=0)
+    assert stop is False
+
+
+def test_phase_plan():
+    training = {"phase1_epochs": 2, "phase2_epochs": 0, "scratch_epochs": 5,
+                "phase1_lr": 1e-3, "phase2_lr": 1e-4, "scratch_lr": 5e-4}
+    assert policies.phase_plan(training, pretrained=True) == [policies.Phase("frozen", 2, 1e-3)]
+    assert policies.phase_plan(training, pretrained=False) == [policies.Phase("scratch", 5, 5e-4)]
+    training["phase2_epochs"] = 3
+    assert [p.name for p in policies.phase_plan(training, True)] == ["frozen", "finetune"]
+
+
+def test_preset_image_sizes():
+    assert presets.image_size_for("native", "xception") == 299
+    assert presets.image_size_for("native", "nasnet_large") == 331
+    assert presets.image_size_for("paper", "nasnet_large") == 224
+    assert presets.image_size_for("smoke", "paper_cnn") == 64
+    assert presets.image_size_for("smoke", "inception_v3") == 75  # its minimum
+    assert presets.image_size_for("smoke", "nasnet_large") == 32
+    assert presets.image_size_for("smoke", presets.SVM_ENTRY) == 75
+    assert presets.image_size_for("native", "xception", override=128) == 128
+    with pytest.raises(presets.PresetError, match="minimum"):
+        presets.image_size_for("native", "inception_v3", override=64)
+    with pytest.raises(presets.PresetError, match="unknown entry"):
+        presets.image_size_for("native", "vgg16")
+    with pytest.raises(presets.PresetError, match="unknown preset"):
+        presets.get_preset("fast")
+
+
+def test_resolve_preset_applies_overrides():
+    resolved = presets.resolve_preset("smoke", ["paper_cnn", presets.SVM_ENTRY], epochs=3,
+                                      batch_size=8)
+    training = resolved["training"]
+    assert resolved["weights"] is None and resolved["preset"] == "smoke"
+    assert (training["phase1_epochs"], training["phase2_epochs"], training["scratch_epochs"]) == (3, 3, 3)
+    assert training["batch_size"] == 8 and training["min_batch_size"] <= 8
+    assert training["image_size"] == {"paper_cnn": 64, presets.SVM_ENTRY: 75}
+    assert resolved["svm"]["feature_size"] == 75
+    paper = presets.resolve_preset("paper", ["xception"])
+    assert paper["training"]["preprocessing"] == "unit"
+    assert paper["training"]["augmentation"]["zoom"] == 0.0
+    assert paper["weights"] == "imagenet"
+    # a copy: changing it does not change the preset
+    paper["training"]["augmentation"]["zoom"] = 0.5
+    assert presets.get_preset("paper").training["augmentation"]["zoom"] == 0.0
+
+
+def test_entries_and_kinds():
+    assert len(presets.ENTRIES) == 7
+    assert presets.backbone_of(presets.SVM_ENTRY) == "inception_resnet_v2"
+    assert presets.entry_kind("xception") == "backbone"
+    assert presets.entry_kind("paper_cnn") == "baseline"
+    assert presets.entry_kind(presets.SVM_ENTRY) == "baseline"
+
+
+def test_small_image_size_is_refused_only_for_entries_that_run():
+    resolved = presets.resolve_preset("smoke", ["resnext101"], image_size=32)
+    assert resolved["training"]["image_size"] == {"resnext101": 32}
+    assert resolved["svm"]["feature_size"] is None
+    with pytest.raises(presets.PresetError, match="inception_resnet_v2"):
+        presets.resolve_preset("smoke", ["inception_resnet_v2+svm"], image_size=32)

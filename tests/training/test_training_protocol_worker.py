@@ -1,0 +1,122 @@
+"""The worker's contract: exit codes 0/1/3/4 and metrics.json in every case.
+
+Most cases call `training.worker.main` in-process (same code path as the subprocess, without
+the TensorFlow import per test); one test runs the real `python -m training.worker`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data_utils.atomic import atomic_write_json, read_json
+from data_utils.predictions import read_predictions
+from data_utils.prepare import prepare
+from training import presets, protocol, worker
+
+N_IMAGES = 42
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def rundir(tmp_path_factory) -> Path:
+    """A prepared run directory on a tiny synthetic set, paper_cnn at 64 px for 1 epoch."""
+    out = tmp_path_factory.mktemp("worker") / "run"
+    data_dir = Path(os.environ["DERMBENCH_CACHE"]) / f"training-synth-{N_IMAGES}"
+    prepared = prepare("synthetic", data_dir, out, synthetic_images=N_IMAGES, image_sizes=(),
+                       ratios=(0.6, 0.2, 0.2), seed=0)
+    resolved = presets.resolve_preset("smoke", ["paper_cnn"], epochs=1, batch_size=8)
+    keys = ("dataset", "data_dir", "split", "ratios", "folds", "seed", "test_set",
+            "allow_missing", "synthetic_images")
+    config = {**{k: prepared.card[k] for k in keys}, "resize_mode": "square", "preset": "smoke",
+              "entries": ["paper_cnn"], "deterministic": False, "weights": None,
+              "weights_dir": None, "training": resolved["training"], "svm": resolved["svm"]}
+    atomic_write_json(out / "run.json", {"config": config, "fingerprint": "fp-worker"})
+    return out
+
+
+def _fresh(rundir: Path, tmp_path: Path, **training) -> Path:
+    """A copy of the run directory (run.json + splits.csv) with training overrides."""
+    meta = read_json(rundir / "run.json")
+    meta["config"]["training"].update(training)
+    atomic_write_json(tmp_path / "run.json", meta)
+    (tmp_path / "splits.csv").write_bytes((rundir / "splits.csv").read_bytes())
+    return tmp_path
+
+
+def test_worker_trains_an_entry(rundir, tmp_path):
+    out = _fresh(rundir, tmp_path)
+    assert worker.main(["--out", str(out), "--entry", "paper_cnn", "--verbose", "0"]) == 0
+    entry = out / "models" / "paper_cnn"
+    metrics = read_json(entry / "metrics.json")
+    assert metrics["status"] == "ok" and metrics["fingerprint"] == "fp-worker"
+    assert metrics["batch_size"] == 8 and metrics["image_size"] == 64
+    read_predictions(entry / "predictions_test.csv")
+    log = (out / "train.log").read_text()
+    assert "paper_cnn: ok in" in log and "best val balanced accuracy" in log
+
+
+def test_worker_nan_exits_4(rundir, tmp_path, monkeypatch):
+    out = _fresh(rundir, tmp_path)
+    monkeypatch.setenv(protocol.SIMULATE_NAN_ENV, "1")
+    assert worker.main(["--out", str(out), "--entry", "paper_cnn", "--verbose", "0"]) == 4
+    metrics = read_json(out / "models" / "paper_cnn" / "metrics.json")
+    assert metrics["status"] == "nan" and "NaN" in metrics["error"]
+    assert not (out / "models" / "paper_cnn" / "predictions_test.csv").exists()
+
+
+def test_worker_out_of_memory_exits_3(rundir, tmp_path, monkeypatch):
+    out = _fresh(rundir, tmp_path)
+    monkeypatch.setenv(protocol.SIMULATE_OOM_ENV, "4")
+    code = worker.main(["--out", str(out), "--entry", "paper_cnn", "--batch-size", "8",
+                        "--verbose", "0"])
+    assert code == 3
+    metrics = read_json(out / "models" / "paper_cnn" / "metrics.json")
+    assert metrics["status"] == "failed" and metrics["batch_size"] == 8
+    assert "out of memory" in metrics["error"]
+
+
+def test_worker_failure_exits_1_and_records_the_error(rundir, tmp_path):
+    out = _fresh(rundir, tmp_path, optimizer="sgd")
+    assert worker.main(["--out", str(out), "--entry", "paper_cnn", "--verbose", "0"]) == 1
+    metrics = read_json(out / "models" / "paper_cnn" / "metrics.json")
+    assert metrics["status"] == "failed" and "'sgd'" in metrics["error"]
+    assert metrics["fingerprint"] == "fp-worker" and metrics["kind"] == "baseline"
+    assert "paper_cnn: failed" in (out / "train.log").read_text()
+
+
+def test_worker_subprocess_entry_point(rundir, tmp_path):
+    """The real `python -m training.worker`: an entry missing from the config fails with 1."""
+    meta = read_json(rundir / "run.json")
+    del meta["config"]["training"]["image_size"]["paper_cnn"]
+    atomic_write_json(tmp_path / "run.json", meta)
+    (tmp_path / "splits.csv").write_bytes((rundir / "splits.csv").read_bytes())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-m", "training.worker", "--out", str(tmp_path), "--entry", "paper_cnn"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    metrics = read_json(tmp_path / "models" / "paper_cnn" / "metrics.json")
+    assert metrics["status"] == "failed" and "image_size" in metrics["error"]
+
+
+def test_is_out_of_memory():
+    assert worker.is_out_of_memory(MemoryError())
+    assert worker.is_out_of_memory(protocol.SimulatedOutOfMemoryError("x"))
+    assert worker.is_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: failed to allocate 2.0GiB"))
+    assert worker.is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate"))
+    try:
+        try:
+            raise MemoryError("inner")
+        except MemoryError as inner:
+            raise ValueError("wrapped") from inner
+    except ValueError as outer:
+        assert worker.is_out_of_memory(outer)
+    assert not worker.is_out_of_memory(ValueError("bad value"))
+    import tensorflow as tf
+
+    assert worker.is_out_of_memory(tf.errors.ResourceExhaustedError(None, None, "OOM"))

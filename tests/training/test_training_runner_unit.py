@@ -1,0 +1,309 @@
+"""The runner's pieces without training: worker streaming, exit codes, OOM retry, skips, locks."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_utils.atomic import atomic_write_json, read_json
+from data_utils.classes import CLASSES
+from data_utils.errors import RunDirError
+from data_utils.predictions import make_predictions, write_predictions
+from data_utils.rundir import RunDir
+from training import runner
+from training.runner import (
+    EntryOutcome,
+    _candidate_dirs,
+    _check_existing,
+    _locked,
+    _OutputSink,
+    _ProtocolMismatch,
+    _run_entry,
+    entry_is_finished,
+    git_info,
+    package_versions,
+    run_worker,
+)
+
+CONFIG = {
+    "dataset": "synthetic", "data_dir": None, "split": "lesion", "ratios": [0.8, 0.1, 0.1],
+    "folds": None, "seed": 0, "test_set": "split", "synthetic_images": 80,
+    "resize_mode": "square", "allow_missing": False, "preset": "smoke", "entries": ["paper_cnn"],
+    "deterministic": False, "weights": None, "weights_dir": None,
+    "training": {"batch_size": 32, "min_batch_size": 4, "image_size": {"paper_cnn": 64},
+                 "phase1_epochs": 1},
+    "svm": {"feature_size": 75},
+}
+
+
+class _Args:
+    cache_dir = None
+
+
+def _run_dir(tmp_path: Path) -> RunDir:
+    run = RunDir(tmp_path / "run")
+    atomic_write_json(run.run_json, {"config": CONFIG, "fingerprint": "f" * 64,
+                                     "signatures": {"splits_sha256": "0" * 64}})
+    return run
+
+
+def _write_ok_entry(entry_dir: Path, batch_size: int | None = None) -> None:
+    rng = np.random.default_rng(0)
+    for split in ("val", "test"):
+        proba = rng.dirichlet(np.ones(len(CLASSES)), size=len(CLASSES))
+        preds = make_predictions([f"{split}{i}" for i in range(len(CLASSES))],
+                                 [f"L{split}{i}" for i in range(len(CLASSES))], list(CLASSES),
+                                 proba)
+        write_predictions(RunDir.predictions_file(entry_dir, split), preds)
+    extra = {"status": "ok", "train_seconds": 1.5, "kind": "baseline"}
+    if batch_size is not None:
+        extra["batch_size"] = batch_size
+    from reports.entry import write_entry_metrics
+
+    write_entry_metrics(entry_dir, extra=extra, n_resamples=20)
+
+
+# --------------------------------------------------------------------------- output streaming
+
+
+def test_output_sink_echoes_raw_text_and_logs_finished_lines():
+    console, log = io.StringIO(), io.StringIO()
+    sink = _OutputSink(console, log)
+    data = "epoch 1\r 10%\r 50%\r100%\r\nnext line\nw\u00e9ird\ntail".encode()
+    # Split inside the two-byte UTF-8 "é" to check incremental decoding.
+    cut = data.index("\u00e9".encode()) + 1
+    sink.write(data[:cut])
+    sink.write(data[cut:])
+    sink.close()
+    assert console.getvalue() == data.decode()
+    assert log.getvalue() == "100%\nnext line\nw\u00e9ird\ntail\n"
+
+
+def _script_worker(monkeypatch, tmp_path: Path, script: str) -> None:
+    path = tmp_path / "fake_worker.py"
+    path.write_text(script)
+    monkeypatch.setattr(runner, "worker_command",
+                        lambda run_dir, name, batch_size: [sys.executable, str(path),
+                                                           str(batch_size)])
+
+
+def test_run_worker_streams_to_console_and_log_and_returns_the_exit_code(tmp_path, monkeypatch):
+    _script_worker(monkeypatch, tmp_path, (
+        "import os, sys\n"
+        "sys.stdout.write('bar 1/2\\rbar 2/2\\n'); sys.stdout.flush()\n"
+        "print('cache', os.environ.get('DERMBENCH_CACHE'))\n"
+        "print('batch', sys.argv[1], file=sys.stderr)\n"
+        "sys.exit(3)\n"))
+    console = io.StringIO()
+    log = tmp_path / "train.log"
+    code = run_worker(tmp_path, "paper_cnn", 16, console=console, cache_dir=str(tmp_path / "c"),
+                      log_path=log)
+    assert code == 3
+    assert "bar 1/2\rbar 2/2\n" in console.getvalue()
+    text = log.read_text()
+    assert "bar 2/2\n" in text and "bar 1/2" not in text
+    assert f"cache {(tmp_path / 'c').resolve()}" in text
+    assert "batch 16" in text
+    assert "[worker paper_cnn exited with code 3]" in text
+
+
+def test_run_worker_reports_a_killing_signal_as_a_negative_code(tmp_path, monkeypatch):
+    _script_worker(monkeypatch, tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    assert run_worker(tmp_path, "x", None) == -9
+
+
+# --------------------------------------------------------------------------- one entry
+
+
+def test_finished_entries_are_recognised(tmp_path):
+    entry = tmp_path / "models" / "paper_cnn"
+    assert not entry_is_finished(entry)
+    _write_ok_entry(entry)
+    assert entry_is_finished(entry)
+    (entry / "predictions_val.csv").unlink()
+    assert not entry_is_finished(entry)
+
+
+def test_a_finished_entry_is_skipped_without_running_the_worker(tmp_path, monkeypatch):
+    run = _run_dir(tmp_path)
+    _write_ok_entry(run.model_dir("paper_cnn"), batch_size=32)
+    before = {p.name: p.stat().st_mtime_ns for p in run.model_dir("paper_cnn").iterdir()}
+    monkeypatch.setattr(runner, "run_worker", lambda *a, **k: pytest.fail("worker started"))
+    outcome = _run_entry(run, "paper_cnn", CONFIG, _Args(), None)
+    assert outcome.skipped and outcome.ok
+    assert outcome.seconds == 1.5
+    assert {p.name: p.stat().st_mtime_ns for p in run.model_dir("paper_cnn").iterdir()} == before
+
+
+def test_out_of_memory_halves_the_batch_and_records_the_size_used(tmp_path, monkeypatch):
+    run = _run_dir(tmp_path)
+    tried = []
+
+    def fake_worker(run_dir, name, batch_size, **kwargs):
+        tried.append(batch_size)
+        if batch_size > 8:
+            return 3
+        _write_ok_entry(run.model_dir(name))  # a worker that does not record its batch size
+        return 0
+
+    monkeypatch.setattr(runner, "run_worker", fake_worker)
+    outcome = _run_entry(run, "paper_cnn", CONFIG, _Args(), None)
+    assert tried == [32, 16, 8]
+    assert outcome.ok and outcome.batch_size == 8
+    metrics = read_json(run.model_dir("paper_cnn") / "metrics.json")
+    assert metrics["batch_size"] == 8
+    assert metrics["oom_retries"] == 2
+    assert metrics["status"] == "ok"
+
+
+def test_out_of_memory_at_the_floor_is_recorded_as_a_failure(tmp_path, monkeypatch):
+    run = _run_dir(tmp_path)
+    tried = []
+    monkeypatch.setattr(runner, "run_worker",
+                        lambda run_dir, name, batch_size, **k: tried.append(batch_size) or 3)
+    outcome = _run_entry(run, "paper_cnn", CONFIG, _Args(), None)
+    assert tried == [32, 16, 8, 4]
+    assert outcome.status == "failed"
+    assert "out of memory at batch size 4" in outcome.error
+    metrics = read_json(run.model_dir("paper_cnn") / "metrics.json")
+    assert metrics["status"] == "failed" and metrics["batch_size"] == 4
+    assert metrics["fingerprint"] == "f" * 64 and metrics["kind"] == "baseline"
+
+
+def test_a_worker_killed_without_metrics_is_recorded_with_its_signal(tmp_path, monkeypatch):
+    run = _run_dir(tmp_path)
+    monkeypatch.setattr(runner, "run_worker", lambda *a, **k: -9)
+    outcome = _run_entry(run, "paper_cnn", CONFIG, _Args(), None)
+    assert outcome.status == "failed"
+    assert "killed by signal SIGKILL" in outcome.error
+    assert read_json(run.model_dir("paper_cnn") / "metrics.json")["status"] == "failed"
+
+
+def test_a_stale_failure_record_is_replaced_by_the_new_one(tmp_path, monkeypatch):
+    run = _run_dir(tmp_path)
+    entry = run.model_dir("paper_cnn")
+    atomic_write_json(entry / "metrics.json", {"status": "failed", "error": "old error"})
+    old = time.time() - 3600
+    os.utime(entry / "metrics.json", (old, old))
+    monkeypatch.setattr(runner, "run_worker", lambda *a, **k: 1)
+    outcome = _run_entry(run, "paper_cnn", CONFIG, _Args(), None)
+    assert outcome.error == "the worker exited with code 1 (see train.log)"
+
+
+def test_the_workers_own_nan_record_is_kept(tmp_path, monkeypatch):
+    run = _run_dir(tmp_path)
+
+    def nan_worker(run_dir, name, batch_size, **kwargs):
+        atomic_write_json(run.model_dir(name) / "metrics.json",
+                          {"status": "nan", "error": "loss became nan in epoch 2"})
+        return 4
+
+    monkeypatch.setattr(runner, "run_worker", nan_worker)
+    outcome = _run_entry(run, "paper_cnn", CONFIG, _Args(), None)
+    assert (outcome.status, outcome.error) == ("nan", "loss became nan in epoch 2")
+
+
+def test_exit_zero_without_predictions_is_a_failure(tmp_path, monkeypatch):
+    run = _run_dir(tmp_path)
+    monkeypatch.setattr(runner, "run_worker", lambda *a, **k: 0)
+    outcome = _run_entry(run, "paper_cnn", CONFIG, _Args(), None)
+    assert outcome.status == "failed"
+    assert "without writing its predictions" in outcome.error
+
+
+def test_summary_line_names_time_accuracy_and_status():
+    line = EntryOutcome("xception", "ok", seconds=12.34, best_val_balanced_accuracy=0.8123,
+                        batch_size=16).summary_line()
+    assert line == "xception: ok  12.3 s  best val balanced accuracy 0.812  batch 16"
+    failed = EntryOutcome("nasnet_large", "failed", error="boom").summary_line()
+    assert failed == "nasnet_large: failed  - boom"
+
+
+# --------------------------------------------------------------------------- run directories
+
+
+def test_force_new_candidates_are_numbered_siblings(tmp_path):
+    assert list(_candidate_dirs(tmp_path / "run", False)) == [tmp_path / "run"]
+    candidates = _candidate_dirs(tmp_path / "run", True)
+    assert [next(candidates) for _ in range(3)] == [
+        tmp_path / "run", tmp_path / "run-2", tmp_path / "run-3"]
+
+
+def test_an_existing_run_with_another_protocol_is_named(tmp_path):
+    run = _run_dir(tmp_path)
+    assert _check_existing(tmp_path / "absent", CONFIG, {}) is None
+    assert _check_existing(run.root, CONFIG, {})["fingerprint"] == "f" * 64
+    other = {**CONFIG, "seed": 2, "data_dir": "/elsewhere", "entries": ["xception"],
+             "training": {**CONFIG["training"], "phase1_epochs": 4}}
+    with pytest.raises(_ProtocolMismatch) as info:
+        _check_existing(run.root, other, {})
+    assert info.value.description == "seed: 0 -> 2; training.phase1_epochs: 1 -> 4"
+
+
+def test_a_run_directory_is_locked_while_in_use(tmp_path):
+    with _locked(tmp_path / "run"):
+        with pytest.raises(RunDirError, match=f"in use by pid {os.getpid()}"):
+            with _locked(tmp_path / "run"):
+                pass
+    with _locked(tmp_path / "run"):  # released again
+        pass
+
+
+def test_provenance_helpers():
+    versions = package_versions(("numpy", "surely-not-installed-package"))
+    assert versions == {"numpy": np.__version__}
+    info = git_info()
+    if info is not None:
+        assert len(info["sha"]) == 40 and isinstance(info["dirty"], bool)
+    assert git_info(Path("/")) is None
+
+
+def test_a_terminal_console_gives_the_worker_a_terminal_for_live_progress_bars(
+        tmp_path, monkeypatch):
+    import pty
+
+    _script_worker(monkeypatch, tmp_path, "import sys\nprint('tty', sys.stdout.isatty())\n")
+    master, slave = pty.openpty()
+    try:
+        with open(slave, "w", encoding="utf-8", closefd=False) as console:
+            code = run_worker(tmp_path, "x", None, console=console,
+                              log_path=tmp_path / "train.log")
+        assert code == 0
+        # The pty's \r\n line ends are logged as plain lines.
+        assert "tty True\n" in (tmp_path / "train.log").read_text()
+        assert b"tty True" in os.read(master, 4096)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_an_interrupted_entry_continues_at_the_batch_size_of_its_saved_state(
+        tmp_path, monkeypatch):
+    run = _run_dir(tmp_path)
+    atomic_write_json(run.model_dir("paper_cnn") / "state" / "progress.json",
+                      {"batch_size": 8, "global_epoch": 1})
+    tried = []
+
+    def fake_worker(run_dir, name, batch_size, **kwargs):
+        tried.append(batch_size)
+        _write_ok_entry(run.model_dir(name), batch_size=batch_size)
+        return 0
+
+    monkeypatch.setattr(runner, "run_worker", fake_worker)
+    assert _run_entry(run, "paper_cnn", CONFIG, _Args(), None).batch_size == 8
+    assert tried == [8]
+
+
+@pytest.mark.parametrize("saved, expected", [(64, 32), (2, 32), ("x", 32), (16, 16)])
+def test_saved_batch_sizes_outside_the_floor_and_the_configured_size_are_ignored(
+        tmp_path, saved, expected):
+    entry = tmp_path / "e"
+    atomic_write_json(entry / "state" / "progress.json", {"batch_size": saved})
+    assert runner._resume_batch_size(entry, 32, 4) == expected
+    assert runner._resume_batch_size(tmp_path / "absent", 32, 4) == 32

@@ -1,0 +1,73 @@
+"""Training-time augmentation as Keras preprocessing layers inside the model.
+
+The study's rotate/shift/flip plus zoom. The layers act only when the model is called with
+`training=True` (fit); prediction sees the image unchanged. Each layer has its own seed derived
+from the entry's seed, so a deterministic run draws the same transformations every time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+FLIP_MODES: tuple[str, ...] = ("horizontal", "vertical", "horizontal_and_vertical")
+
+
+def _flip_mode(flip: Any) -> str | None:
+    if flip in (None, False, "none", ""):
+        return None
+    if flip is True:
+        return "horizontal_and_vertical"
+    if flip not in FLIP_MODES:
+        raise ValueError(f"augmentation flip must be a bool or one of {FLIP_MODES}, got {flip!r}")
+    return flip
+
+
+def build_augmentation(augmentation: dict[str, Any] | None, seed: int = 0) -> keras.Sequential | None:
+    """The augmentation block for a resolved config's `training.augmentation`.
+
+    Args:
+        augmentation: {flip: bool | "horizontal" | "vertical" | "horizontal_and_vertical",
+            rotation: maximum rotation in degrees (either way), shift: maximum translation as a
+            fraction of height/width, zoom: maximum zoom in/out as a fraction}. Zero/false values
+            leave that layer out. None: no augmentation.
+        seed: base seed; layer i uses seed + i.
+
+    Returns:
+        A `keras.Sequential` named "augment" (float input in [0, 255], same shape out), or None
+        when every transformation is off.
+
+    Raises:
+        ValueError: a negative or out-of-range value, or an unknown flip mode.
+    """
+    augmentation = augmentation or {}
+    rotation = float(augmentation.get("rotation", 0.0) or 0.0)
+    shift = float(augmentation.get("shift", 0.0) or 0.0)
+    zoom = float(augmentation.get("zoom", 0.0) or 0.0)
+    if not 0.0 <= rotation <= 180.0:
+        raise ValueError(f"augmentation rotation must be in [0, 180] degrees, got {rotation}")
+    for name, value in (("shift", shift), ("zoom", zoom)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"augmentation {name} must be in [0, 1), got {value}")
+    layers: list[keras.layers.Layer] = []
+    flip = _flip_mode(augmentation.get("flip"))
+    if flip:
+        layers.append(keras.layers.RandomFlip(flip, seed=seed, name="flip"))
+    if rotation:
+        layers.append(
+            keras.layers.RandomRotation(rotation / 360.0, fill_mode="reflect",
+                                        seed=seed + 1, name="rotate")
+        )
+    if shift:
+        layers.append(
+            keras.layers.RandomTranslation(shift, shift, fill_mode="reflect",
+                                           seed=seed + 2, name="shift")
+        )
+    if zoom:
+        layers.append(
+            keras.layers.RandomZoom(zoom, zoom, fill_mode="reflect", seed=seed + 3, name="zoom")
+        )
+    if not layers:
+        return None
+    return keras.Sequential(layers, name="augment")

@@ -1,0 +1,41 @@
+"""The `--all` action of benchmark.py."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from training.runner import run_all as _run_all
+
+
+def run_all(args: argparse.Namespace) -> int:
+    """Prepare the data, train every entry, build the ensembles and the report.
+
+    Prints one summary line per entry and, when something failed, names it on stderr.
+
+    Args:
+        args: the parsed command line of benchmark.py.
+
+    Returns:
+        0 when every entry (and the ensembles and report) succeeded, 1 otherwise.
+
+    Raises:
+        BenchmarkError: bad options or data, or a run directory of a different protocol (the CLI
+            prints the message and exits with 2).
+    """
+    outcome = _run_all(args, console=sys.stdout)
+    print(f"\nrun directory: {outcome.run_dir}")
+    for entry in outcome.entries:
+        print(f"  {entry.summary_line()}")
+    if outcome.ensembles:
+        print(f"  ensembles: {', '.join(outcome.ensembles)}")
+    if outcome.results_csv is not None:
+        print(f"  results: {outcome.results_csv}")
+    if outcome.report is not None:
+        print(f"  report: {outcome.report}")
+    if outcome.failures:
+        print(f"failed: {'; '.join(outcome.failures)} (details in "
+              f"{outcome.run_dir / 'train.log'}; rerun the same command to retry)",
+              file=sys.stderr)
+        return 1
+    return 0

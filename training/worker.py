@@ -1,0 +1,240 @@
+"""One entry in its own process: `python -m training.worker --out RUNDIR --entry NAME`.
+
+Reads RUNDIR/run.json ("config", "fingerprint") and RUNDIR/splits.csv, opens (or builds) the
+decoded-image cache at the entry's size, trains the entry under the protocol (or fits the SVM
+baseline) and writes models/<entry>/. Exit codes (the runner acts on them):
+
+    0  ok
+    3  out of memory (the runner retries with half the batch size)
+    4  NaN or infinite loss (status "nan" in metrics.json)
+    1  any other failure (status "failed" and the error in metrics.json)
+
+In every failure case metrics.json records the status and the error message. Logging goes to
+stderr and is appended to RUNDIR/train.log, with one summary line per entry.
+
+For tests: $DERMBENCH_SIMULATE_OOM_ABOVE_BATCH=N makes any batch size above N run out of memory;
+$DERMBENCH_SIMULATE_NAN=1 makes every epoch's loss NaN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_OOM = 3
+EXIT_NAN = 4
+_OOM_MARKERS = ("out of memory", "resource_exhausted", "resourceexhausted", "oom when allocating",
+                "failed to allocate")
+
+logger = logging.getLogger("training.worker")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception means the accelerator (or host) ran out of memory.
+
+    MemoryError, TensorFlow's ResourceExhaustedError (checked only when TensorFlow is already
+    imported), and any error whose message says "out of memory" / "RESOURCE_EXHAUSTED" (JAX/XLA,
+    torch), also in its chained causes.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, MemoryError):
+            return True
+        tf = sys.modules.get("tensorflow")
+        if tf is not None:
+            errors = getattr(tf, "errors", None)
+            resource = getattr(errors, "ResourceExhaustedError", None)
+            if resource is not None and isinstance(exc, resource):
+                return True
+        text = f"{type(exc).__name__}: {exc}".lower()
+        if any(marker in text for marker in _OOM_MARKERS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.worker",
+                                     description="Train one entry of a prepared run directory.")
+    parser.add_argument("--out", required=True, metavar="RUNDIR", help="the run directory")
+    parser.add_argument("--entry", required=True, metavar="NAME", help="the entry to train")
+    parser.add_argument("--batch-size", type=int, metavar="N",
+                        help="override the config's batch size (OOM retries)")
+    parser.add_argument("--cache-dir", metavar="DIR",
+                        help="decoded-image cache root (default $DERMBENCH_CACHE or ~/.cache/dermbench)")
+    parser.add_argument("--workers", type=int, metavar="N", help="image decoding processes")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
+                        help="Keras progress: 0 silent, 1 bar, 2 one line per epoch "
+                             "(default: bar on a terminal, else one line)")
+    return parser.parse_args(argv)
+
+
+def _setup_logging(run_root: Path) -> logging.Handler | None:
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in root.handlers):
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(fmt)
+        root.addHandler(stream)
+    if not run_root.is_dir() or os.environ.get("DERMBENCH_RUNNER_LOGS") == "1":
+        return None  # under the runner, which appends our output to train.log already
+    handler = logging.FileHandler(run_root / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    return handler
+
+
+def _image_table(config: dict[str, Any]):
+    """The dataset table with image paths, read exactly as `prepare` read it (same cache key)."""
+    from data_utils.readers import read_dataset
+
+    dataset = config.get("dataset", "synthetic")
+    data_dir = config.get("data_dir")
+    if dataset == "synthetic":
+        from data_utils.synthetic import default_synthetic_dir, generate_synthetic
+
+        n = int(config.get("synthetic_images") or 700)
+        seed = int(config.get("seed", 0))
+        root = Path(data_dir) if data_dir else default_synthetic_dir(n, seed)
+        data_dir = generate_synthetic(root, n_images=n, seed=seed)
+    if not data_dir:
+        from data_utils.errors import DataError
+
+        raise DataError(f"run.json's config has no data_dir for --dataset {dataset}; prepare the "
+                        "run again with --data-dir")
+    return read_dataset(dataset, Path(data_dir).expanduser().resolve(),
+                        allow_missing=bool(config.get("allow_missing", False)),
+                        test_set=config.get("test_set", "split"))
+
+
+def run_entry(out: Path, entry: str, batch_size: int | None = None, cache_dir: str | None = None,
+              workers: int | None = None, verbose: Any = "auto") -> dict[str, Any]:
+    """Train one entry of a prepared run directory (in this process).
+
+    Args:
+        out: the run directory (run.json and splits.csv must exist).
+        entry: the entry name.
+        batch_size: batch size override.
+        cache_dir: decoded-image cache root.
+        workers: image decoding processes.
+        verbose: Keras fit verbosity.
+
+    Returns:
+        The entry's metrics.json object.
+    """
+    import pandas as pd
+
+    from data_utils.atomic import read_json
+    from data_utils.cache import build_cache
+    from data_utils.errors import RunDirError
+    from data_utils.rundir import RunDir
+    from training.presets import SVM_ENTRY, check_entry
+
+    run = RunDir(out)
+    check_entry(entry)
+    if not run.run_json.is_file() or not run.splits_csv.is_file():
+        raise RunDirError(f"{run.root} lacks run.json or splits.csv; prepare the run first")
+    meta = read_json(run.run_json)
+    config, fingerprint = meta["config"], meta.get("fingerprint")
+    try:
+        size = int(config["training"]["image_size"][entry])
+    except KeyError:
+        raise RunDirError(f"{run.run_json}: config.training.image_size has no size for {entry!r}; "
+                          "the run was resolved without this entry") from None
+    splits = pd.read_csv(run.splits_csv, dtype={"image_id": str, "lesion_id": str, "dx": str,
+                                                "split": str})
+    table = _image_table(config)
+    cache = build_cache(table["path"].tolist(), table["image_id"].tolist(), size,
+                        resize_mode=config.get("resize_mode", "square"), cache_root=cache_dir,
+                        workers=workers)
+    from training.protocol import load_entry_data
+
+    data = load_entry_data(cache, splits)
+    entry_dir = run.model_dir(entry)
+    if entry == SVM_ENTRY:
+        from training.svm_baseline import run_svm_entry
+
+        return run_svm_entry(entry, config, cache, data, entry_dir, fingerprint=fingerprint,
+                             batch_size=batch_size, cache_root=cache_dir)
+    from training.protocol import train_entry
+
+    return train_entry(entry, config, data, entry_dir, fingerprint=fingerprint,
+                       batch_size=batch_size, verbose=verbose)
+
+
+def _record_failure(out: Path, entry: str, status: str, message: str,
+                    batch_size: int | None) -> None:
+    """metrics.json for a failed entry (never raises: the exit code still tells the runner)."""
+    try:
+        from data_utils.atomic import read_json
+        from reports.entry import write_entry_metrics
+        from training.presets import ENTRIES, entry_kind
+
+        fingerprint = None
+        run_json = out / "run.json"
+        if run_json.is_file():
+            meta = read_json(run_json)
+            fingerprint = meta.get("fingerprint")
+            if batch_size is None:
+                batch_size = meta.get("config", {}).get("training", {}).get("batch_size")
+        if entry not in ENTRIES:
+            return  # no folder for a name that is not an entry
+        write_entry_metrics(out / "models" / entry, extra={
+            "entry": entry, "status": status, "error": message, "fingerprint": fingerprint,
+            "kind": entry_kind(entry), "batch_size": batch_size})
+    except Exception:  # noqa: BLE001 - reporting the failure must not hide it
+        logger.exception("could not record the failure of %s in metrics.json", entry)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the worker. Returns the exit code (0 ok, 1 failed, 3 out of memory, 4 NaN)."""
+    args = _parse(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    out = Path(args.out)
+    handler = _setup_logging(out)
+    started = time.perf_counter()
+    batch = args.batch_size
+    try:
+        verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
+        metrics = run_entry(out, args.entry, batch_size=batch, cache_dir=args.cache_dir,
+                            workers=args.workers, verbose=verbose)
+        status = metrics.get("status", "ok")
+        best = metrics.get("best_val_balanced_accuracy")
+        logger.info("%s: %s in %.1f s, best val balanced accuracy %s, batch size %s",
+                    args.entry, status, time.perf_counter() - started,
+                    "n/a" if best is None else f"{best:.4f}", metrics.get("batch_size"))
+        return EXIT_NAN if status == "nan" else EXIT_OK
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes an exit code
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        oom = is_out_of_memory(exc)
+        message = f"{type(exc).__name__}: {exc}"
+        if oom:
+            message = f"out of memory at batch size {batch or 'default'}: {message}"
+        logger.error("%s: %s after %.1f s: %s", args.entry, "out of memory" if oom else "failed",
+                     time.perf_counter() - started, message)
+        logger.debug("%s", traceback.format_exc())
+        if not oom:
+            sys.stderr.write(traceback.format_exc())
+        _record_failure(out, args.entry, "failed", message, batch)
+        return EXIT_OOM if oom else EXIT_FAILED
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
