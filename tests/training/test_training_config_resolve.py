@@ -56,13 +56,13 @@ def test_smoke_defaults_to_the_synthetic_set_and_all_seven_entries():
     assert config["training"]["class_weighting"] == "balanced"
 
 
-def test_smoke_uses_each_backbones_minimum_size_but_at_least_64():
+def test_smoke_uses_each_backbones_minimum_size():
     import zoo
 
     config, _ = _resolve("--preset", "smoke")
     for entry, size in config["training"]["image_size"].items():
         minimum = zoo.get_config(entry.split("+")[0]).min_size
-        assert size == max(minimum, 64), entry
+        assert size == minimum, entry
     assert image_sizes(config) == tuple(sorted(set(config["training"]["image_size"].values())))
 
 
