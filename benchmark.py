@@ -205,39 +205,26 @@ def _configure_logging(verbose: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+# action (argparse dest) -> (stage module, function); imported lazily so that --report,
+# --ensemble and --check never import TensorFlow.
+_ACTIONS: dict[str, tuple[str, str]] = {
+    "prepare": ("data_utils.cli", "run_prepare"),
+    "download": ("data_utils.cli", "run_download"),
+    "list": ("zoo.cli", "run_list"),
+    "all": ("training.cli", "run_all"),
+    "ensemble": ("ensembles.cli", "run_ensemble"),
+    "report": ("reports.cli", "run_report"),
+    "save_baseline": ("reports.cli", "run_save_baseline"),
+    "check": ("reports.cli", "run_check"),
+}
+
+
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.prepare:
-        from data_utils.cli import run_prepare
+    import importlib
 
-        return run_prepare(args)
-    if args.download:
-        from data_utils.cli import run_download
-
-        return run_download(args)
-    if args.list:
-        from zoo.cli import run_list
-
-        return run_list(args)
-    if args.all:
-        from training.cli import run_all
-
-        return run_all(args)
-    if args.ensemble:
-        from ensembles.cli import run_ensemble
-
-        return run_ensemble(args)
-    if args.report:
-        from reports.cli import run_report
-
-        return run_report(args)
-    if args.save_baseline:
-        from reports.cli import run_save_baseline
-
-        return run_save_baseline(args)
-    if args.check:
-        from reports.cli import run_check
-
-        return run_check(args)
+    for action, (module, function) in _ACTIONS.items():
+        if getattr(args, action):
+            return getattr(importlib.import_module(module), function)(args)
     raise AssertionError("argparse guarantees one action")
 
 

@@ -26,7 +26,7 @@ from reports.stats import ALPHA, REFERENCE_ENTRY, Comparison
 
 BASELINE_DESCRIPTIONS = {
     "paper_cnn": "the source paper's small CNN, trained from scratch",
-    "inception_resnet_v2+svm": "linear SVM on frozen InceptionResNetV2 features",
+    "inception_resnet_v2+svm": "SVM (RBF kernel, calibrated probabilities) on frozen InceptionResNetV2 features",
 }
 ENSEMBLE_DESCRIPTIONS = {
     "soft_voting": "mean of the members' probabilities",
