@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from data_utils.rundir import default_run_path
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_DATASET = "synthetic"
@@ -15,7 +17,7 @@ DEFAULT_IMAGE_SIZE = 299
 
 def default_out(dataset: str, preset: str | None) -> Path:
     """The default run directory: runs/<dataset>-<preset or "native">."""
-    return Path("runs") / f"{dataset}-{preset or 'native'}"
+    return default_run_path(dataset, preset)
 
 
 def run_prepare(args: argparse.Namespace) -> int:

@@ -11,7 +11,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_utils.errors import RunDirError
+
 SPLITS: tuple[str, ...] = ("val", "test")
+RUNS_ROOT = Path("runs")
 
 
 @dataclass(frozen=True)
@@ -85,3 +88,43 @@ def _entries_with_predictions(folder: Path) -> list[str]:
     return sorted(
         p.name for p in folder.iterdir() if (p / "predictions_test.csv").is_file()
     )
+
+
+def default_run_path(dataset: str, preset: str | None, runs_root: Path = RUNS_ROOT) -> Path:
+    """Where a run writes when --out is not given: runs/<dataset>-<preset> (preset default native)."""
+    return runs_root / f"{dataset}-{preset or 'native'}"
+
+
+def find_run_dir(out: str | os.PathLike | None = None, dataset: str | None = None,
+                 preset: str | None = None, runs_root: Path = RUNS_ROOT) -> RunDir:
+    """The finished run that --ensemble, --report, --save-baseline and --check read.
+
+    Args:
+        out: --out; used as given (callers say what is missing in it).
+        dataset, preset: --dataset / --preset; when either is given, the default run directory of
+            that combination (dataset default: synthetic for smoke, else ham10000).
+        runs_root: where runs live by default.
+
+    Returns:
+        The RunDir. Without --out, --dataset and --preset: the only folder under runs/.
+
+    Raises:
+        RunDirError: no --out and no run directory found by the rules above.
+    """
+    if out:
+        return RunDir(out)
+    if dataset or preset:
+        dataset = dataset or ("synthetic" if preset == "smoke" else "ham10000")
+        path = default_run_path(dataset, preset, runs_root)
+        if path.is_dir():
+            return RunDir(path)
+        raise RunDirError(
+            f"no --out given and the default run directory {path} (for --dataset {dataset} "
+            f"--preset {preset or 'native'}) does not exist; pass --out RUNDIR, a folder holding "
+            "models/<name>/predictions_val.csv and predictions_test.csv"
+        )
+    candidates = sorted(p for p in runs_root.iterdir() if p.is_dir()) if runs_root.is_dir() else []
+    if len(candidates) == 1:
+        return RunDir(candidates[0])
+    found = ", ".join(str(p) for p in candidates) if candidates else "none"
+    raise RunDirError(f"which run? pass --out RUNDIR (run directories under {runs_root}/: {found})")

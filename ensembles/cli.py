@@ -10,30 +10,20 @@ from pathlib import Path
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from tabulate import tabulate
 
-from data_utils.errors import RunDirError
+from data_utils.rundir import find_run_dir
 from ensembles.build import EnsembleResult, fit_ensembles, write_ensemble_results
 
 logger = logging.getLogger(__name__)
 
 
 def default_run_dir(args: argparse.Namespace) -> Path:
-    """The run directory: --out, else DESIGN.md's default runs/<dataset>-<preset> if it exists.
+    """The run directory: --out, else the default one (see `data_utils.rundir.find_run_dir`).
 
     Raises:
         RunDirError: no --out and no run directory at the default place.
     """
-    if getattr(args, "out", None):
-        return Path(args.out)
-    preset = getattr(args, "preset", None) or "native"
-    dataset = getattr(args, "dataset", None) or ("synthetic" if preset == "smoke" else "ham10000")
-    default = Path("runs") / f"{dataset}-{preset}"
-    if not default.is_dir():
-        raise RunDirError(
-            f"no --out given and the default run directory {default} (for --dataset {dataset} "
-            f"--preset {preset}) does not exist; pass --out RUNDIR, a folder holding "
-            "models/<name>/predictions_val.csv and predictions_test.csv"
-        )
-    return default
+    return find_run_dir(getattr(args, "out", None), getattr(args, "dataset", None),
+                        getattr(args, "preset", None)).root
 
 
 def _refresh_reports(run_dir: Path, args: argparse.Namespace) -> None:

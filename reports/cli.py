@@ -4,47 +4,25 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 from tabulate import tabulate
 
-from data_utils.errors import RunDirError
-from data_utils.rundir import RunDir
+from data_utils.rundir import RunDir, find_run_dir
 from reports.baseline import check_run, load_baseline, run_metrics, save_baseline
 from reports.build import build_report, check_rank_by
 
-RUNS_DIR = Path("runs")
 
-
-def resolve_run_dir(out: str | None, runs_dir: Path = RUNS_DIR) -> RunDir:
-    """The run directory: --out, or the only folder under runs/.
-
-    Args:
-        out: the --out value (None when not given).
-        runs_dir: where runs live by default.
-
-    Returns:
-        The RunDir.
-
-    Raises:
-        RunDirError: no --out and not exactly one folder under runs/.
-    """
-    if out is not None:
-        return RunDir(out)
-    candidates = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
-    if len(candidates) == 1:
-        return RunDir(candidates[0])
-    found = ", ".join(str(p) for p in candidates) if candidates else "none"
-    raise RunDirError(
-        f"which run? pass --out RUNDIR (run directories under {runs_dir}/: {found})"
-    )
+def resolve_run_dir(args: argparse.Namespace) -> RunDir:
+    """The run to read: --out, or the default one (see `data_utils.rundir.find_run_dir`)."""
+    return find_run_dir(getattr(args, "out", None), getattr(args, "dataset", None),
+                        getattr(args, "preset", None))
 
 
 def run_report(args: argparse.Namespace) -> int:
     """`--report`: rebuild metrics.json, results.csv, figures and report.md; print its path."""
     rank_by = getattr(args, "rank_by", None) or "balanced_accuracy"
     check_rank_by(rank_by)
-    run = resolve_run_dir(getattr(args, "out", None))
+    run = resolve_run_dir(args)
     path = build_report(
         run.root,
         rank_by=rank_by,
@@ -57,7 +35,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 def run_save_baseline(args: argparse.Namespace) -> int:
     """`--save-baseline FILE`: write the run's headline metrics as a regression baseline."""
-    run = resolve_run_dir(getattr(args, "out", None))
+    run = resolve_run_dir(args)
     tolerance = getattr(args, "tolerance", None)
     baseline = save_baseline(args.save_baseline, run, 0.01 if tolerance is None else tolerance)
     print(f"wrote {len(baseline['metrics'])} metrics of {run.root} to {args.save_baseline}")
@@ -67,7 +45,7 @@ def run_save_baseline(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     """`--check FILE`: exit 1 listing every metric worse than its tolerance (or missing), else 0."""
     baseline = load_baseline(args.check)
-    run = resolve_run_dir(getattr(args, "out", None))
+    run = resolve_run_dir(args)
     tolerance = getattr(args, "tolerance", None)
     failures = check_run(baseline, run_metrics(run), 0.01 if tolerance is None else tolerance)
     total = len(baseline["metrics"])

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from data_utils.errors import BenchmarkError, DataError
+from data_utils.rundir import default_run_path
 from training import presets
 
 REAL_DATASETS: tuple[str, ...] = ("ham10000", "isic2018")
 SYNTHETIC = "synthetic"
 # Where --download is suggested to put a dataset, and where it is looked for without --data-dir.
 DEFAULT_DATA_ROOT = Path("data")
-DEFAULT_RUNS_ROOT = Path("runs")
 WEIGHTS_DIR_ENV = "DERMBENCH_WEIGHTS_DIR"
 
 
@@ -224,7 +224,7 @@ def resolve_out(args: argparse.Namespace, config: dict[str, Any]) -> Path:
     out = _arg(args, "out")
     if out:
         return Path(out).expanduser()
-    return DEFAULT_RUNS_ROOT / f"{config['dataset']}-{config['preset']}"
+    return default_run_path(config["dataset"], config["preset"])
 
 
 def image_sizes(config: dict[str, Any]) -> tuple[int, ...]:

@@ -387,3 +387,11 @@ def test_no_tensorflow_or_keras_is_imported(tmp_path):
 
 def test_cli_choices_match_the_registry():
     assert benchmark.ENSEMBLE_CHOICES == (*ENSEMBLE_NAMES, "all")
+
+
+def test_ensemble_stacking_without_out_uses_the_only_run(tmp_path, monkeypatch):
+    # The literal command after the Quickstart: `python benchmark.py --ensemble stacking`.
+    monkeypatch.chdir(tmp_path)
+    write_hand_made_run(tmp_path / "runs" / "synthetic-smoke")
+    assert benchmark.main(["--ensemble", "stacking", "--bootstrap", "10"]) == 0
+    assert (tmp_path / "runs/synthetic-smoke/ensembles/stacking/fit.json").is_file()
