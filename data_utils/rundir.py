@@ -14,6 +14,20 @@ from pathlib import Path
 from data_utils.errors import RunDirError
 
 SPLITS: tuple[str, ...] = ("val", "test")
+
+# The entries of a full run: the study's five fine-tuned backbones, in its order, and two baselines.
+# Plain names here (no zoo import) so that ensembles/ and reports/ stay free of Keras.
+BACKBONES: tuple[str, ...] = (
+    "inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large",
+)
+SCRATCH_BASELINE = "paper_cnn"
+SVM_BASELINE = "inception_resnet_v2+svm"
+BASELINES: tuple[str, ...] = (SCRATCH_BASELINE, SVM_BASELINE)
+
+
+def entry_kind(name: str) -> str:
+    """"backbone" for the five fine-tuned backbones, "baseline" for everything else trained."""
+    return "backbone" if name in BACKBONES else "baseline"
 RUNS_ROOT = Path("runs")
 
 

@@ -30,17 +30,13 @@ from data_utils.atomic import read_json
 from data_utils.classes import CLASS_INDEX
 from data_utils.errors import PredictionFileError, RunDirError
 from data_utils.predictions import Predictions, read_predictions
-from data_utils.rundir import RunDir
+from data_utils.rundir import BACKBONES, BASELINES, RunDir
 from ensembles.errors import EnsembleError
 
 logger = logging.getLogger(__name__)
 
-# zoo.list_backbones() minus the baseline; hard-coded because zoo imports Keras.
-DEFAULT_BACKBONES: tuple[str, ...] = (
-    "inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large",
-)
-# Baselines join an ensemble only when named in --members.
-BASELINES: tuple[str, ...] = ("paper_cnn", "inception_resnet_v2+svm")
+# The five backbones are the default members; baselines join only when named in --members.
+DEFAULT_BACKBONES = BACKBONES
 FIT_SPLITS: tuple[str, ...] = ("val", "oof")
 OOF_SPLIT = "oof"
 FAILED_STATUSES = frozenset({"failed", "nan"})

@@ -10,7 +10,7 @@ from typing import Any
 from data_utils.atomic import atomic_write_json_if_changed, read_json
 from data_utils.errors import RunDirError
 from data_utils.predictions import read_predictions
-from data_utils.rundir import SPLITS, RunDir
+from data_utils.rundir import BASELINES, SPLITS, RunDir
 from reports.metrics import bootstrap_intervals, compute_metrics
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,6 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 FAILED_STATUSES = ("failed", "nan")
 # Entries that are baselines rather than fine-tuned backbones, when metrics.json has no "kind".
-BASELINE_NAMES = frozenset({"paper_cnn"})
 
 
 def infer_kind(entry_dir: Path) -> str:
@@ -30,7 +29,7 @@ def infer_kind(entry_dir: Path) -> str:
     entry_dir = Path(entry_dir)
     if entry_dir.parent.name == "ensembles":
         return "ensemble"
-    if entry_dir.name in BASELINE_NAMES or "svm" in entry_dir.name.lower():
+    if entry_dir.name in BASELINES or "svm" in entry_dir.name.lower():
         return "baseline"
     return "backbone"
 

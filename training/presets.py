@@ -21,16 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from data_utils.errors import BenchmarkError
+from data_utils.rundir import BACKBONES, SCRATCH_BASELINE, SVM_BASELINE
+from data_utils.rundir import entry_kind as entry_kind  # re-exported for the training stage
 
-BACKBONES: tuple[str, ...] = (
-    "inception_v3",
-    "resnext101",
-    "inception_resnet_v2",
-    "xception",
-    "nasnet_large",
-)
-SCRATCH_BASELINE = "paper_cnn"
-SVM_ENTRY = "inception_resnet_v2+svm"
+SVM_ENTRY = SVM_BASELINE
 # Every entry of a full run, in training order.
 ENTRIES: tuple[str, ...] = (*BACKBONES, SCRATCH_BASELINE, SVM_ENTRY)
 
@@ -47,11 +41,6 @@ class PresetError(BenchmarkError, ValueError):
 def backbone_of(entry: str) -> str:
     """The zoo backbone an entry uses ("inception_resnet_v2+svm" -> "inception_resnet_v2")."""
     return entry.split("+", 1)[0]
-
-
-def entry_kind(entry: str) -> str:
-    """"backbone" for the five fine-tuned backbones, "baseline" for paper_cnn and the SVM."""
-    return "backbone" if entry in BACKBONES else "baseline"
 
 
 def check_entry(entry: str) -> str:
