@@ -131,6 +131,7 @@ def test_bench_build_cache(benchmark, sample, tmp_path_factory):
     assert cache.images.shape == (180, SIZE, SIZE, 3)
 
 
+@pytest.mark.perf
 def test_build_speedup(sample, tmp_path_factory):
     paths, ids = sample
     roots = FreshRoots(tmp_path_factory)
@@ -160,6 +161,7 @@ def test_bench_epoch_cached(benchmark, warm_cache):
     assert served == 180
 
 
+@pytest.mark.perf
 def test_epoch_speedup(sample, warm_cache):
     paths, _ = sample
     n = len(paths)

@@ -70,6 +70,7 @@ def test_bench_split_sgkf_baseline(benchmark, subset):
     assert max_share_deviation(result) < 0.02
 
 
+@pytest.mark.perf
 def test_split_speedup(subset):
     if "ours" not in TIMINGS:
         _timed("ours", make_splits)(subset)

@@ -1,8 +1,10 @@
 """Speed of the ensembles at HAM10000 scale (5 members, 1,002 validation / 1,001 test images).
 
 Bounds from the issue: fitting and predicting all four ensembles < 5 s; the CLI's
-`--ensemble all` < 15 s including file I/O. Each is measured beside a named baseline in the same
-group (and the same process), so the report shows the overhead:
+`--ensemble all` < 15 s including file I/O. Timing depends on the machine's load, so the bounds
+are asserted only by the `perf` tests (`tox -e perf`); the benchmarks record the worst round in
+`extra_info`. Each is measured beside a named baseline in the same group (and the same
+process), so the report shows the overhead:
 - fit group: soft voting alone (a mean; the floor of any ensemble);
 - CLI group: reading the ten member files and writing the eight ensemble prediction files.
 The report's figures (reports.build.build_report) are stubbed out: they are the reports stage's
@@ -54,7 +56,7 @@ def _worst_seconds(benchmark, fn, rounds: int) -> float:
 @pytest.mark.benchmark(group="ensembles-fit-predict")
 def test_bench_baseline_soft_voting_only(benchmark, ham_members):
     seconds = _worst_seconds(benchmark, lambda: _fit_predict(ham_members, ["soft_voting"]), 3)
-    assert seconds < FIT_BOUND_S
+    benchmark.extra_info["worst_s"] = seconds
 
 
 @pytest.mark.benchmark(group="ensembles-fit-predict")
@@ -65,6 +67,13 @@ def test_bench_fit_predict_all_four(benchmark, ham_members):
     baseline = time.perf_counter() - start
     benchmark.extra_info.update(worst_s=seconds, baseline_soft_voting_s=baseline,
                                 overhead_x=seconds / max(baseline, 1e-9))
+
+
+@pytest.mark.perf
+def test_fit_predict_all_four_within_bound(ham_members):
+    start = time.perf_counter()
+    _fit_predict(ham_members, ENSEMBLE_NAMES)
+    seconds = time.perf_counter() - start
     assert seconds < FIT_BOUND_S, f"all four ensembles took {seconds:.2f} s (bound {FIT_BOUND_S} s)"
 
 
@@ -90,7 +99,7 @@ def no_report_figures(monkeypatch):
 @pytest.mark.benchmark(group="ensembles-cli")
 def test_bench_baseline_read_write_prediction_files(benchmark, ham_scale_run):
     seconds = _worst_seconds(benchmark, lambda: _read_and_write_only(ham_scale_run), 2)
-    assert seconds < CLI_BOUND_S
+    benchmark.extra_info["worst_s"] = seconds
 
 
 @pytest.mark.benchmark(group="ensembles-cli")
@@ -105,4 +114,11 @@ def test_bench_cli_ensemble_all(benchmark, ham_scale_run, no_report_figures, cap
     assert "stacking" in capsys.readouterr().out
     written = read_predictions(ham_scale_run / "ensembles/stacking/predictions_test.csv")
     assert len(written) == 1001 and np.isfinite(written.proba).all()
+
+
+@pytest.mark.perf
+def test_cli_ensemble_all_within_bound(ham_scale_run, no_report_figures, capsys):
+    start = time.perf_counter()
+    assert cli.main(["--ensemble", "all", "--out", str(ham_scale_run)]) == 0
+    seconds = time.perf_counter() - start
     assert seconds < CLI_BOUND_S, f"--ensemble all took {seconds:.2f} s (bound {CLI_BOUND_S} s)"

@@ -113,6 +113,7 @@ def test_bench_bare_fit_steps(benchmark, setup):
     benchmark.extra_info["steps_per_s"] = rate
 
 
+@pytest.mark.perf
 def test_protocol_overhead_ratio(setup, tmp_path):
     """Steps/s through the protocol are at least 95% of a bare fit's (same process, same run)."""
     if not RESULTS["protocol"]:  # benchmarks skipped (--benchmark-skip): measure here
