@@ -54,6 +54,16 @@ def _fold_count(text: str) -> int:
     return value
 
 
+def _seed_list(text: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"--seeds needs seeds like 0,1,2, got {text!r}")
+    seeds = tuple(_non_negative_int(p) for p in parts)
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds lists a seed twice: {text!r}")
+    return seeds
+
+
 def _ratios(text: str) -> tuple[float, float, float]:
     parts = text.split(",")
     try:
@@ -141,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--ratios", type=_ratios, default=(0.8, 0.1, 0.1), metavar="TR,VA,TE",
                       help="train,val,test ratios (default 0.8,0.1,0.1)")
     data.add_argument("--folds", type=_fold_count, metavar="K",
-                      help="K stratified group folds instead of one train/val/test split")
+                      help="K lesion-grouped stratified folds: every entry is trained once per "
+                           "fold (fold k is the test split), a grid run aggregated in the report")
     data.add_argument("--test-set", choices=("split", "official"), default="split",
                       help="isic2018 only: 'official' trains/validates on HAM10000 (split by "
                            "lesion) and tests on the official ISIC 2018 test images")
@@ -176,12 +187,35 @@ def build_parser() -> argparse.ArgumentParser:
                             "$DERMBENCH_WEIGHTS_DIR")
     train.add_argument("--seed", type=_non_negative_int, default=0,
                        help="seed for the split, the synthetic data and training (default 0)")
+    train.add_argument("--seeds", type=_seed_list, metavar="S1,S2,...",
+                       help="repeat every entry once per training seed (a grid run with --folds: "
+                            "entry x fold x seed); the split and synthetic data keep --seed")
     train.add_argument("--deterministic", action="store_true",
                        help="deterministic ops: two CPU runs give identical predictions (slower)")
     train.add_argument("--force-new", action="store_true",
                        help="start a fresh run directory instead of refusing a protocol mismatch")
     train.add_argument("--out", metavar="RUNDIR",
                        help="run directory (default runs/<dataset>-<preset>)")
+
+    execution = parser.add_argument_group("execution (--all)")
+    execution.add_argument("--executor", choices=("local", "ray"), default="local",
+                           help="local (default): jobs run in subprocesses on this machine; ray: "
+                                "each job is a Ray task (pip install 'dermbench[ray]')")
+    execution.add_argument("--jobs", type=_positive_int, metavar="N",
+                           help="local executor: jobs run at a time, each pinned to its own "
+                                "GPU(s) via CUDA_VISIBLE_DEVICES (default 1)")
+    execution.add_argument("--ray-address", metavar="ADDR",
+                           help="ray executor: the cluster to join (e.g. auto or "
+                                "ray://head:10001); default: a local Ray instance on 127.0.0.1")
+    execution.add_argument("--devices", type=_positive_int, metavar="N",
+                           help="GPUs per job, data parallel (keras DataParallel under JAX, "
+                                "MirroredStrategy under TensorFlow); default 1")
+    execution.add_argument("--cpus-per-job", type=_positive_int, metavar="N",
+                           help="CPU threads (and Ray CPUs) per job on machines without GPUs "
+                                "(default: the cores divided among the parallel jobs)")
+    execution.add_argument("--retries", type=_non_negative_int, default=1, metavar="N",
+                           help="restarts of a job whose worker was killed (it resumes from its "
+                                "last finished epoch; default 1)")
 
     ens = parser.add_argument_group("ensembles and reports")
     ens.add_argument("--members", type=_name_list, metavar="A,B,C",

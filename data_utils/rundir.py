@@ -3,11 +3,19 @@
     run.json, dataset.json, splits.csv, train.log, results.csv, report.md, figures/
     models/<name>/{history.csv,predictions_val.csv,predictions_test.csv,metrics.json}
     ensembles/<name>/{predictions_val.csv,predictions_test.csv,metrics.json,fit.json}
+
+A grid run (`--seeds` with several seeds, or `--folds K`) repeats every entry per (fold, seed).
+Its root keeps run.json, dataset.json, splits.csv (with the `fold` column), train.log and the
+aggregated results.csv / jobs.csv / report.md; each replicate is a complete run directory of the
+layout above (its own run.json with that fold's seed, its fold's splits.csv, models/, ensembles/):
+
+    replicates/fold<f>-seed<s>/...
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +36,22 @@ BASELINES: tuple[str, ...] = (SCRATCH_BASELINE, SVM_BASELINE)
 def entry_kind(name: str) -> str:
     """"backbone" for the five fine-tuned backbones, "baseline" for everything else trained."""
     return "backbone" if name in BACKBONES else "baseline"
+
+
 RUNS_ROOT = Path("runs")
+REPLICATES_DIR = "replicates"
+_REPLICATE_NAME = re.compile(r"^fold(\d+)-seed(\d+)$")
+
+
+def replicate_name(fold: int, seed: int) -> str:
+    """The folder name of replicate (fold, seed): `fold<f>-seed<s>`."""
+    return f"fold{int(fold)}-seed{int(seed)}"
+
+
+def parse_replicate_name(name: str) -> tuple[int, int] | None:
+    """(fold, seed) of a replicate folder name, or None when `name` is not one."""
+    match = _REPLICATE_NAME.match(name)
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 @dataclass(frozen=True)
@@ -67,6 +90,35 @@ class RunDir:
     @property
     def figures_dir(self) -> Path:
         return self.root / "figures"
+
+    @property
+    def jobs_csv(self) -> Path:
+        """A grid run's per-job table (entry x fold x seed, one row per job and split)."""
+        return self.root / "jobs.csv"
+
+    @property
+    def replicates_dir(self) -> Path:
+        return self.root / REPLICATES_DIR
+
+    def replicate(self, fold: int, seed: int) -> RunDir:
+        """The run directory of replicate (fold, seed) of a grid run."""
+        return RunDir(self.replicates_dir / replicate_name(fold, seed))
+
+    def replicates(self) -> list[tuple[int, int, RunDir]]:
+        """(fold, seed, RunDir) of every replicate folder that exists, sorted by fold then seed."""
+        if not self.replicates_dir.is_dir():
+            return []
+        found = []
+        for path in self.replicates_dir.iterdir():
+            key = parse_replicate_name(path.name)
+            if key is not None and path.is_dir():
+                found.append((key[0], key[1], RunDir(path)))
+        return sorted(found, key=lambda item: (item[0], item[1]))
+
+    @property
+    def is_grid(self) -> bool:
+        """Whether this is a grid run (it has a replicates/ folder)."""
+        return self.replicates_dir.is_dir()
 
     @property
     def models_dir(self) -> Path:

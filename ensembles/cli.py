@@ -39,7 +39,8 @@ def _refresh_reports(run_dir: Path, args: argparse.Namespace) -> None:
         return
     from data_utils.rundir import RunDir
 
-    write_results_csv(RunDir(run_dir))
+    if not RunDir(run_dir).is_grid:  # a grid's aggregated results.csv is written by its report
+        write_results_csv(RunDir(run_dir))
     report = build_report(
         run_dir,
         rank_by=getattr(args, "rank_by", "balanced_accuracy"),
@@ -84,6 +85,11 @@ def run_ensemble(args: argparse.Namespace) -> int:
             is written then.
     """
     run_dir = default_run_dir(args)
+    from data_utils.rundir import RunDir
+
+    grid = RunDir(run_dir)
+    if grid.is_grid:
+        return _run_grid_ensemble(grid, args)
     results = fit_ensembles(run_dir, [args.ensemble], getattr(args, "members", None))
     write_ensemble_results(
         run_dir, results, n_resamples=getattr(args, "bootstrap", 1000), seed=getattr(args, "seed", 0)
@@ -91,4 +97,37 @@ def run_ensemble(args: argparse.Namespace) -> int:
     _refresh_reports(run_dir, args)
     print(summary_table(results))
     print(f"written to {run_dir / 'ensembles'}")
+    return 0
+
+
+def _run_grid_ensemble(grid, args: argparse.Namespace) -> int:
+    """--ensemble on a grid run: rebuild it in every replicate, then the aggregated report.
+
+    Every replicate is fitted before anything is written, so a refusal in one replicate leaves
+    all of them as they were.
+
+    Raises:
+        EnsembleError: no replicate has finished members, or one replicate refuses (its name is
+            in the message).
+    """
+    from data_utils.errors import BenchmarkError
+    from ensembles.errors import EnsembleError
+
+    replicates = grid.replicates()
+    if not replicates:
+        raise EnsembleError(f"{grid.replicates_dir} has no replicate folders; run --all first")
+    fitted = []
+    for _fold, seed, replicate in replicates:
+        try:
+            fitted.append((replicate, seed, fit_ensembles(
+                replicate.root, [args.ensemble], getattr(args, "members", None))))
+        except BenchmarkError as exc:
+            raise EnsembleError(f"replicate {replicate.root.name}: {exc}") from None
+    for replicate, seed, results in fitted:
+        write_ensemble_results(replicate.root, results,
+                               n_resamples=getattr(args, "bootstrap", 1000), seed=seed)
+        print(f"{replicate.root.name}:")
+        print(summary_table(results))
+    _refresh_reports(grid.root, args)
+    print(f"written to {len(fitted)} replicates under {grid.replicates_dir}")
     return 0

@@ -11,6 +11,10 @@ for the lower-is-better ones (log_loss, brier, ece) an increase. An entry, split
 baseline that the run lacks (or that is NaN in the run) fails too; it is never skipped. The
 tolerance of a metric is, first match wins: tolerances["<entry>/<split>/<metric>"],
 tolerances["<metric>"], the file's "tolerance", then the command line's --tolerance.
+
+A grid run (`--seeds`/`--folds`, replicates/fold<f>-seed<s>/) is gated on the mean of each metric
+over its replicates, under the same keys; a job that failed makes its keys "missing". Its baseline
+file records "aggregate": "mean over N replicates: ..." (informational).
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ class Failure:
 def run_metrics(run: RunDir) -> dict[str, float]:
     """Headline metrics of every entry and split, computed from the prediction files.
 
+    On a grid root (`run.is_grid`) every value is the mean over the replicates (see
+    `grid_run_metrics`), under the same "<entry>/<split>/<metric>" keys.
+
     Args:
         run: the run directory.
 
@@ -73,6 +80,8 @@ def run_metrics(run: RunDir) -> dict[str, float]:
     """
     if not run.root.is_dir():
         raise RunDirError(f"{run.root}: no such run directory; pass --out RUNDIR")
+    if run.is_grid:
+        return grid_run_metrics(run)
     values: dict[str, float] = {}
     for entry in discover_entries(run):
         for split in SPLITS:
@@ -90,6 +99,42 @@ def run_metrics(run: RunDir) -> dict[str, float]:
     return values
 
 
+def grid_run_metrics(run: RunDir) -> dict[str, float]:
+    """Headline metrics of a grid run: the mean of each key over its replicates.
+
+    A key's value is the mean over the replicates of `run_metrics(replicate)`; it is NaN (so
+    --check reports it "missing") when a replicate holding predictions lacks it, i.e. that job
+    failed or is missing: a grid whose jobs used to finish fails the gate when one no longer does.
+    A replicate without any prediction file counts as lacking every key.
+
+    Args:
+        run: the grid root.
+
+    Returns:
+        {"<entry>/<split>/<metric>": mean over replicates}.
+
+    Raises:
+        RunDirError: no replicate holds a prediction file.
+    """
+    per_replicate = []
+    for _, _, replicate in run.replicates():
+        try:
+            per_replicate.append(run_metrics(replicate))
+        except RunDirError:
+            per_replicate.append({})
+    keys = sorted({key for values in per_replicate for key in values})
+    if not keys:
+        raise RunDirError(
+            f"{run.root}: grid run without prediction files (replicates/fold<f>-seed<s>/models/"
+            "*/predictions_{val,test}.csv); run the benchmark first or pass the right --out"
+        )
+    means = {}
+    for key in keys:
+        found = [values.get(key, math.nan) for values in per_replicate]
+        means[key] = math.nan if any(math.isnan(v) for v in found) else sum(found) / len(found)
+    return means
+
+
 def save_baseline(path: str | os.PathLike, run: RunDir, tolerance: float = 0.01) -> dict[str, Any]:
     """Write the run's headline metrics to `path` as a baseline (NaN metrics left out).
 
@@ -102,7 +147,10 @@ def save_baseline(path: str | os.PathLike, run: RunDir, tolerance: float = 0.01)
         The written baseline object.
     """
     metrics = {k: v for k, v in sorted(run_metrics(run).items()) if not math.isnan(v)}
-    baseline = {"tolerance": tolerance, "metrics": metrics, "tolerances": {}}
+    baseline: dict[str, Any] = {"tolerance": tolerance, "metrics": metrics, "tolerances": {}}
+    if run.is_grid:
+        names = [replicate.root.name for _, _, replicate in run.replicates()]
+        baseline["aggregate"] = f"mean over {len(names)} replicates: {', '.join(names)}"
     atomic_write_json(path, baseline)
     return baseline
 

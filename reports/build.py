@@ -73,6 +73,9 @@ def build_report(
 ) -> Path:
     """Regenerate metrics.json of every entry, results.csv, ISIC exports, figures and report.md.
 
+    A grid root (it has replicates/) gets the grid report instead: `reports.grid.build_grid_report`
+    (per-replicate metrics refreshed, jobs.csv, aggregated results.csv, report.md over jobs).
+
     Args:
         run_dir: the run directory (needs at least one models/*/ or ensembles/*/ prediction file).
         rank_by: metric that orders the ranking.
@@ -91,6 +94,11 @@ def build_report(
     """
     check_rank_by(rank_by)
     run = RunDir(run_dir)
+    if run.is_grid:
+        from reports.grid import build_grid_report
+
+        return build_grid_report(run.root, rank_by=rank_by, n_resamples=n_resamples, seed=seed,
+                                 figures=figures)
     if not run.root.is_dir():
         raise RunDirError(f"{run.root}: no such run directory; pass the --out of a finished run")
     entries = discover_entries(run)

@@ -154,12 +154,19 @@ def results_frame(run: RunDir, entries: list[Entry] | None = None) -> pd.DataFra
 def write_results_csv(run: RunDir) -> Path:
     """Write run/results.csv atomically from the entries' metrics.json files.
 
+    On a grid root (`run.is_grid`) this refreshes the replicates and writes the aggregated
+    results.csv and jobs.csv instead (see reports.grid).
+
     Args:
         run: the run directory.
 
     Returns:
         The path of results.csv.
     """
+    if run.is_grid:
+        from reports.grid import write_grid_results_csv
+
+        return write_grid_results_csv(run)
     atomic_write_csv(run.results_csv, results_frame(run))
     return run.results_csv
 

@@ -11,6 +11,7 @@ options, the entries and the overrides:
   picks a subset;
 - overrides: --epochs, --batch-size, --image-size, --weights, --weights-dir, --split, --folds,
   --seed, --deterministic;
+- a grid (--folds K and/or --seeds): "grid": true and the training "seeds" (see `_grid_keys`);
 - the run directory: --out, else runs/<dataset>-<preset>.
 """
 
@@ -175,6 +176,8 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         "ratios": [float(r) for r in (_arg(args, "ratios") or (0.8, 0.1, 0.1))],
         "folds": _arg(args, "folds"),
         "seed": int(_arg(args, "seed") or 0),
+        **_grid_keys(_arg(args, "folds"), _arg(args, "seeds"), int(_arg(args, "seed") or 0)),
+        **_backend_key(),
         "test_set": _arg(args, "test_set") or "split",
         "synthetic_images": int(_arg(args, "synthetic_images") or 700),
         "resize_mode": _arg(args, "resize_mode") or "square",
@@ -188,6 +191,41 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         "training": resolved["training"],
         "svm": resolved["svm"],
     }
+
+
+def _grid_keys(folds: int | None, seeds: Any, seed: int) -> dict[str, Any]:
+    """"grid" and "seeds" for a grid run (--folds or --seeds); nothing for a single run.
+
+    A single run's config stays as it was, so its fingerprint does not change. In a grid run
+    "seed" remains the seed of the split and the synthetic data; "seeds" are the training seeds
+    (default: that one seed), one replicate per fold and seed.
+    """
+    if folds is None and seeds is None:
+        return {}
+    return {"grid": True, "seeds": [int(s) for s in (seeds or (seed,))]}
+
+
+def _backend_key() -> dict[str, Any]:
+    """{"backend": name} when Keras runs on another backend than TensorFlow, else nothing.
+
+    The backend changes results (other kernels, other random streams), so it is part of the
+    config and the fingerprint; TensorFlow, the default, is left implicit so that runs made
+    before this key existed keep their fingerprint.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    return {} if backend == "tensorflow" else {"backend": backend}
+
+
+def is_grid(config: dict[str, Any]) -> bool:
+    """Whether a resolved config describes a grid run (entry x fold x seed)."""
+    return bool(config.get("grid"))
+
+
+def grid_folds(config: dict[str, Any]) -> list[int]:
+    """The folds of a grid run: 0..K-1 with --folds K, else [0] (the one split)."""
+    return list(range(int(config["folds"]))) if config.get("folds") else [0]
 
 
 def entry_image_sizes(preset: str, selected: dict[str, int],

@@ -11,7 +11,8 @@ change results, plus content signatures that stand in for paths:
 - `weights_dir` is left out (official weight files are verified by hash in the zoo);
 - a `weights` file path is replaced by the file's sha256;
 - `entries` is left out: `--models` picks which entries to train now, and a later command that adds
-  models must resume the same run directory.
+  models must resume the same run directory; likewise a grid run's training `seeds` (each
+  replicate has its own fingerprint, which includes its seed).
 
 Things that never enter the config at all (output path, workers, cache folder, verbosity) do not
 count either.
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 # Config keys that do not change results (see the module docstring).
-NON_RESULT_KEYS: tuple[str, ...] = ("data_dir", "weights_dir", "entries")
+NON_RESULT_KEYS: tuple[str, ...] = ("data_dir", "weights_dir", "entries", "seeds")
 # Values of config["weights"] that name a source rather than a file.
 NAMED_WEIGHTS: tuple[str, ...] = ("imagenet",)
 WEIGHTS_FILE_MARKER = "<file: see signatures.weights_sha256>"

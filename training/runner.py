@@ -155,6 +155,10 @@ def run_all(args: argparse.Namespace, console: TextIO | None = None) -> RunOutco
             another process is using it.
         BenchmarkError: bad configuration or data (from config resolution or data preparation).
     """
+    from training.executors import check_options
+
+    check_options(getattr(args, "executor", None), getattr(args, "jobs", None),
+                  getattr(args, "ray_address", None))
     config = config_mod.resolve_config(args)
     signatures = _weights_signature(config)
     out = config_mod.resolve_out(args, config)
@@ -224,18 +228,75 @@ def _run_in(root: Path, args: argparse.Namespace, config: dict[str, Any],
     _write_run_json(run, config, signatures, fingerprint, previous)
 
     outcome = RunOutcome(run_dir=root)
-    entries = list(config["entries"])
-    for index, name in enumerate(entries, start=1):
-        logger.info("[%d/%d] %s", index, len(entries), name)
-        result = _run_entry(run, name, config, args, console)
-        logger.info("[%d/%d] %s", index, len(entries), result.summary_line())
-        outcome.entries.append(result)
+    replicates = None
+    if config_mod.is_grid(config):
+        from training.grid import write_replicates
+
+        replicates = write_replicates(run, config, signatures)
+        specs = [_job_spec(rep.run, name, rep.config, args, label=f"{rep.name}/{name}")
+                 for rep in replicates for name in config["entries"]]
+        logger.info("grid: %d replicate(s) (folds %s, seeds %s) x %d entries = %d jobs",
+                    len(replicates), ",".join(str(f) for f in config_mod.grid_folds(config)),
+                    ",".join(str(s) for s in config["seeds"]), len(config["entries"]),
+                    len(specs))
+    else:
+        specs = [_job_spec(run, name, config, args) for name in config["entries"]]
+    outcome.entries = _execute(specs, args, console)
+    for result in outcome.entries:
         if not result.ok:
             error = _shorten(result.error or "", 300)
-            outcome.failures.append(f"{name} ({result.status}" + (f": {error}" if error else "")
-                                    + ")")
-    _finish(run, args, config, outcome)
+            outcome.failures.append(f"{result.name} ({result.status}"
+                                    + (f": {error}" if error else "") + ")")
+    if replicates is None:
+        _finish(run, args, config, outcome)
+    else:
+        _finish_grid(run, args, config, outcome, replicates)
     return outcome
+
+
+def _serial(args: argparse.Namespace) -> bool:
+    return getattr(args, "executor", "local") == "local" and (getattr(args, "jobs", None) or 1) == 1
+
+
+def _job_spec(run: RunDir, name: str, config: dict[str, Any], args: argparse.Namespace,
+              label: str = "") -> JobSpec:
+    # A serial run appends every worker's output to the run's train.log, in order; parallel jobs
+    # each get their own log beside their files, so their lines never interleave.
+    log = run.train_log if _serial(args) else run.model_dir(name) / "train.log"
+    cache_dir = getattr(args, "cache_dir", None)
+    return JobSpec(
+        run_root=os.fspath(run.root.resolve()), entry=name, config=config,
+        cache_dir=os.fspath(Path(cache_dir).resolve()) if cache_dir else None,
+        devices=getattr(args, "devices", None), log_path=os.fspath(log.resolve()),
+        retries=int(getattr(args, "retries", 1) if getattr(args, "retries", None) is not None
+                    else 1),
+        label=label or name)
+
+
+def _execute(specs: list[JobSpec], args: argparse.Namespace,
+             console: TextIO | None) -> list[EntryOutcome]:
+    """Run the jobs with the executor the command line chose."""
+    from training import executors
+
+    total = len(specs)
+    serial = _serial(args)
+
+    def started(index: int, spec: JobSpec) -> None:
+        logger.info("[%d/%d] %s", index, total, spec.name)
+
+    def done(index: int, count: int, result: EntryOutcome) -> None:
+        logger.info("[%d/%d] %s", index, count, result.summary_line())
+
+    executor = getattr(args, "executor", None) or "local"
+    if executor == "ray":
+        return executors.run_ray(specs, address=getattr(args, "ray_address", None),
+                                 devices=getattr(args, "devices", None),
+                                 cpus_per_job=getattr(args, "cpus_per_job", None), on_done=done)
+    return executors.run_local(specs, jobs=getattr(args, "jobs", None) or 1,
+                               devices=getattr(args, "devices", None),
+                               cpus_per_job=getattr(args, "cpus_per_job", None),
+                               console=console if serial else None,
+                               on_start=started if serial else None, on_done=done)
 
 
 def _shorten(text: str, width: int) -> str:
@@ -309,11 +370,14 @@ def _write_run_json(run: RunDir, config: dict[str, Any], signatures: dict[str, A
         # A later command may train more entries: the run's entries are the union, in order.
         known = list(previous.get("config", {}).get("entries", []))
         config["entries"] = known + [e for e in config["entries"] if e not in known]
+        if "seeds" in config:  # a grid's training seeds: likewise a union, in order
+            seen = list(previous.get("config", {}).get("seeds", []))
+            config["seeds"] = seen + [s for s in config["seeds"] if s not in seen]
     document = {
         "config": config,
         "fingerprint": fingerprint,
         "signatures": signatures,
-        "seeds": {"split": config["seed"], "training": config["seed"],
+        "seeds": {"split": config["seed"], "training": config.get("seeds", config["seed"]),
                   "synthetic": config["seed"]},
         "command": previous.get("command") if previous else invocation["command"],
         "created": previous.get("created") if previous else now,
@@ -368,14 +432,60 @@ def entry_is_finished(entry_dir: Path) -> bool:
             and all(RunDir.predictions_file(entry_dir, s).is_file() for s in ("val", "test")))
 
 
-def _run_entry(run: RunDir, name: str, config: dict[str, Any], args: argparse.Namespace,
-               console: TextIO | None) -> EntryOutcome:
+@dataclass(frozen=True)
+class JobSpec:
+    """One job: an entry of one run directory (a single run, or a replicate of a grid run).
+
+    Plain, picklable data: the Ray executor ships it to a task on another machine.
+
+    Attributes:
+        run_root: the run directory (absolute; on shared storage for a Ray cluster).
+        entry: the entry name.
+        config: that run directory's resolved config.
+        cache_dir: --cache-dir, or None.
+        devices: GPUs for this job (data parallel; the worker's --devices), or None for one.
+        log_path: where the worker's output is appended (None: nowhere).
+        env: extra environment for the worker (device pinning, thread counts).
+        retries: restarts of a worker killed by a signal (it resumes from its saved state).
+        label: how the job is named in messages, e.g. "fold0-seed1/xception".
+    """
+
+    run_root: str
+    entry: str
+    config: dict[str, Any]
+    cache_dir: str | None = None
+    devices: int | None = None
+    log_path: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    retries: int = 1
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or self.entry
+
+
+def run_job(spec: JobSpec, console: TextIO | None = None) -> EntryOutcome:
+    """Run one job to its end: skip it when finished, else run the worker (resuming its state).
+
+    Out of memory (exit 3) retries at half the batch size down to the preset's floor; a worker
+    killed by a signal is restarted up to `spec.retries` times and resumes from its last finished
+    epoch; NaN (exit 4) and failures (exit 1) are recorded in the entry's metrics.json.
+
+    Args:
+        spec: the job.
+        console: where the worker's live output is echoed, or None.
+
+    Returns:
+        The entry's outcome (name = spec.name).
+    """
+    run, name, config = RunDir(spec.run_root), spec.entry, spec.config
     entry_dir = run.model_dir(name)
     if entry_is_finished(entry_dir):
-        return _outcome_from_metrics(name, entry_dir, skipped=True)
+        return _outcome_from_metrics(spec.name, entry_dir, skipped=True)
     previous = _read_metrics(entry_dir)
     if previous is not None and previous.get("status") not in (None, "ok"):
-        logger.info("%s: retrying (previous status %s)", name, previous.get("status"))
+        logger.info("%s: retrying (previous status %s)", spec.name, previous.get("status"))
 
     from training.policies import next_batch_size
 
@@ -383,11 +493,20 @@ def _run_entry(run: RunDir, name: str, config: dict[str, Any], args: argparse.Na
     floor = int(training.get("min_batch_size") or 1)
     batch_size = _resume_batch_size(entry_dir, int(training["batch_size"]), floor)
     oom_retries = 0
+    restarts = 0
     started = time.monotonic()
     while True:
         attempt_start = time.time()
-        code = run_worker(run.root, name, batch_size, console=console,
-                          cache_dir=getattr(args, "cache_dir", None), log_path=run.train_log)
+        code = run_worker(run.root, name, batch_size, console=console, cache_dir=spec.cache_dir,
+                          log_path=Path(spec.log_path) if spec.log_path else None,
+                          devices=spec.devices, extra_env=spec.env)
+        if code < 0 and restarts < spec.retries:
+            restarts += 1
+            message = (f"{spec.name}: {_describe_exit(code).split(' (')[0]}; restarting it "
+                       f"({restarts} of {spec.retries}), it resumes from its last finished epoch")
+            logger.warning("%s", message)
+            _append_line(spec.log_path, f"[{message}]")
+            continue
         if code != EXIT_OOM:
             break
         smaller = next_batch_size(batch_size, floor)
@@ -396,22 +515,31 @@ def _run_entry(run: RunDir, name: str, config: dict[str, Any], args: argparse.Na
                             f"out of memory at batch size {batch_size}, the floor "
                             f"({floor}); lower --image-size or use an accelerator with more memory",
                             batch_size)
-            return _outcome_from_metrics(name, entry_dir, wall=time.monotonic() - started)
+            return _outcome_from_metrics(spec.name, entry_dir, wall=time.monotonic() - started)
         logger.warning("%s: out of memory at batch size %d; retrying with batch size %d",
-                       name, batch_size, smaller)
+                       spec.name, batch_size, smaller)
         batch_size = smaller
         oom_retries += 1
 
     fresh = _metrics_written_since(entry_dir, attempt_start)
     if code == EXIT_OK and entry_is_finished(entry_dir):
         metrics = _read_metrics(entry_dir) or {}
-        if metrics.get("batch_size") != batch_size or oom_retries:
-            _update_metrics(entry_dir, {"batch_size": batch_size, "oom_retries": oom_retries})
+        if metrics.get("batch_size") != batch_size or oom_retries or restarts:
+            _update_metrics(entry_dir, {"batch_size": batch_size, "oom_retries": oom_retries,
+                                        "restarts": restarts})
     elif not fresh or (_read_metrics(entry_dir) or {}).get("status") in (None, "ok"):
         # The worker died without recording why (a signal, or an exit before writing).
         status = "nan" if code == EXIT_NAN else "failed"
         _record_failure(entry_dir, name, config, status, _describe_exit(code), batch_size)
-    return _outcome_from_metrics(name, entry_dir, wall=time.monotonic() - started)
+    return _outcome_from_metrics(spec.name, entry_dir, wall=time.monotonic() - started)
+
+
+def _append_line(path: str | None, line: str) -> None:
+    """Append one line to a job's log (the runner's own notes between worker attempts)."""
+    if path is None:
+        return
+    with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as log:
+        log.write(line + "\n")
 
 
 def _resume_batch_size(entry_dir: Path, configured: int, floor: int) -> int:
@@ -502,12 +630,15 @@ def _outcome_from_metrics(name: str, entry_dir: Path, skipped: bool = False,
 # The worker subprocess
 
 
-def worker_command(run_dir: Path, name: str, batch_size: int | None) -> list[str]:
+def worker_command(run_dir: Path, name: str, batch_size: int | None,
+                   devices: int | None = None) -> list[str]:
     """The worker's command line (STAGE_API.md)."""
     command = [sys.executable, "-m", "training.worker", "--out", os.fspath(run_dir),
                "--entry", name]
     if batch_size is not None:
         command += ["--batch-size", str(batch_size)]
+    if devices is not None and devices > 1:
+        command += ["--devices", str(devices)]
     return command
 
 
@@ -516,7 +647,8 @@ RUNNER_LOG_ENV = "DERMBENCH_RUNNER_LOGS"
 
 def run_worker(run_dir: Path, name: str, batch_size: int | None, *,
                console: TextIO | None = None, cache_dir: str | None = None,
-               log_path: Path | None = None) -> int:
+               log_path: Path | None = None, devices: int | None = None,
+               extra_env: dict[str, str] | None = None) -> int:
     """Run one worker to completion, echoing its output to `console` and appending to the log.
 
     When `console` is a terminal the worker writes to a pseudo-terminal, so its progress bars
@@ -531,11 +663,14 @@ def run_worker(run_dir: Path, name: str, batch_size: int | None, *,
         console: text stream for the live output, or None.
         cache_dir: --cache-dir, handed on as $DERMBENCH_CACHE so the worker finds the cache.
         log_path: train.log (appended), or None.
+        devices: GPUs for data parallel training (the worker's --devices), or None for one.
+        extra_env: variables added to the worker's environment (e.g. CUDA_VISIBLE_DEVICES).
 
     Returns:
         The worker's exit code (negative: killed by that signal).
     """
     env = dict(os.environ)
+    env.update(extra_env or {})
     env["PYTHONUNBUFFERED"] = "1"
     if log_path is not None:
         env[RUNNER_LOG_ENV] = "1"  # the runner copies the worker's output to train.log itself
@@ -543,8 +678,10 @@ def run_worker(run_dir: Path, name: str, batch_size: int | None, *,
         env["DERMBENCH_CACHE"] = os.fspath(Path(cache_dir).resolve())
     project_root = os.fspath(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, env.get("PYTHONPATH")) if p)
-    command = worker_command(run_dir, name, batch_size)
+    command = worker_command(run_dir, name, batch_size, devices)
     use_pty = console is not None and _isatty(console)
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "a", encoding="utf-8") if log_path is not None else None  # noqa: SIM115
     try:
         if log is not None:
@@ -705,6 +842,58 @@ def _finish(run: RunDir, args: argparse.Namespace, config: dict[str, Any],
             n_resamples=getattr(args, "bootstrap", None) or 1000, seed=config["seed"]))
         if outcome.report is not None:
             logger.info("report: %s", outcome.report)
+
+
+def _finish_grid(run: RunDir, args: argparse.Namespace, config: dict[str, Any],
+                 outcome: RunOutcome, replicates: list[Any]) -> None:
+    """Out-of-fold predictions and ensembles per replicate, then the grid's aggregated report.
+
+    As in `_finish`, a replicate whose jobs were all skipped keeps its ensembles; the grid's
+    results.csv, jobs.csv and report are rebuilt when anything changed or one is missing.
+    """
+    from training.grid import write_oof_predictions
+
+    ran = {result.name.split("/", 1)[0] for result in outcome.entries if not result.skipped}
+    if config.get("folds"):
+        for name in config["entries"]:
+            _stage(outcome, f"out-of-fold predictions of {name}",
+                   lambda name=name: write_oof_predictions(run, config, replicates, name))
+    built: set[str] = set()
+    for replicate in replicates:
+        rep = replicate.run
+        backbones = [n for n in config_mod.backbone_names()
+                     if entry_is_finished(rep.model_dir(n))]
+        if len(backbones) < 2:
+            continue
+        if replicate.name not in ran and rep.ensemble_names():
+            built.update(rep.ensemble_names())
+            continue
+        from ensembles.build import build_ensembles
+
+        names = _stage(outcome, f"ensembles of {replicate.name}", lambda rep=rep, replicate_seed=replicate.seed: list(
+            build_ensembles(rep.root, ("all",), n_resamples=getattr(args, "bootstrap", None)
+                            or 1000, seed=replicate_seed)))
+        if names is not None:
+            built.update(names)
+            ran.add(replicate.name)
+    outcome.ensembles = sorted(built)
+    if outcome.ensembles:
+        logger.info("ensembles per replicate: %s", ", ".join(outcome.ensembles))
+
+    from reports.build import build_report
+
+    if not ran and run.report_md.is_file() and run.results_csv.is_file():
+        outcome.results_csv, outcome.report = run.results_csv, run.report_md
+        return
+    if not any(rep.run.model_names() for rep in replicates):
+        logger.info("report skipped: no job of the grid has predictions yet")
+        return
+    outcome.report = _stage(outcome, "report", lambda: build_report(
+        run.root, rank_by=getattr(args, "rank_by", None) or "balanced_accuracy",
+        n_resamples=getattr(args, "bootstrap", None) or 1000, seed=config["seed"]))
+    if outcome.report is not None:
+        outcome.results_csv = run.results_csv if run.results_csv.is_file() else None
+        logger.info("report: %s", outcome.report)
 
 
 def _stage(outcome: RunOutcome, name: str, action: Any) -> Any:

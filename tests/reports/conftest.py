@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_utils.atomic import atomic_write_csv, atomic_write_json
+from data_utils.atomic import atomic_write_csv, atomic_write_json, read_json
 from data_utils.classes import CLASSES
 from data_utils.predictions import make_predictions, write_predictions
 from data_utils.rundir import RunDir
@@ -83,14 +83,22 @@ def make_run(
     run_files: bool = True,
     split: str = "lesion",
     seed: int = 0,
+    data_seed: int | None = None,
 ) -> RunDir:
-    """Write a generated run directory under `root` and return it."""
+    """Write a generated run directory under `root` and return it.
+
+    `data_seed` (default: drawn from `seed`'s stream) fixes the images, lesions, labels and the
+    noise all models share, so runs with the same `data_seed` and different `seed`s predict the
+    same images with different models (the replicates of one fold of a grid).
+    """
     rng = np.random.default_rng(seed)
+    data_rng = rng if data_seed is None else np.random.default_rng(data_seed)
     run = RunDir(root)
     backbones = dict(BACKBONES if backbones is None else backbones)
     baselines = dict(BASELINES if baselines is None else baselines)
-    tables = {"val": _split_table(rng, n_val, "V"), "test": _split_table(rng, n_test, "T")}
-    shared = {part: rng.normal(size=(len(t), 7)) for part, t in tables.items()}
+    tables = {"val": _split_table(data_rng, n_val, "V"),
+              "test": _split_table(data_rng, n_test, "T")}
+    shared = {part: data_rng.normal(size=(len(t), 7)) for part, t in tables.items()}
     probas: dict[str, dict[str, np.ndarray]] = {}
     for kind, group in (("backbone", backbones), ("baseline", baselines)):
         for name, skill in group.items():
@@ -155,3 +163,42 @@ def make_run(
 def synthetic_run():
     """The `make_run` factory."""
     return make_run
+
+
+def make_grid(
+    root: Path,
+    folds: int | None = 2,
+    seeds: tuple[int, ...] = (0, 1),
+    **run_options,
+) -> RunDir:
+    """Write a generated grid run under `root`: one `make_run` replicate per (fold, seed).
+
+    Replicates of one fold share their images (`data_seed` = fold); the seed changes the models.
+    Without folds (`folds=None`) every replicate is fold 0. The root gets run.json (config with
+    "seeds" and "folds") and dataset.json; `run_options` go to every `make_run`.
+    """
+    run = RunDir(root)
+    for fold in range(folds or 1):
+        for seed in seeds:
+            replicate = make_run(run.replicate(fold, seed).root, seed=1000 * fold + seed,
+                                 data_seed=fold, **run_options)
+            if replicate.run_json.is_file():
+                info = read_json(replicate.run_json)
+                info["config"] = {**info["config"], "seed": seed, "fold": fold}
+                atomic_write_json(replicate.run_json, info)
+    atomic_write_json(run.run_json, {
+        "config": {"dataset": "synthetic", "split": "lesion", "preset": "smoke",
+                   "seed": seeds[0], "seeds": list(seeds), "folds": folds},
+        "fingerprint": "abc123", "command": "python benchmark.py --all --preset smoke --seeds "
+        + ",".join(map(str, seeds)) + (f" --folds {folds}" if folds else ""),
+        "created": "2025-01-01T00:00:00+00:00", "python": "3.11",
+    })
+    atomic_write_json(run.dataset_json, {"split": "lesion", "leakage": {
+        "shared_lesions_total": 0, "ok": True, "test_images_sharing_lesion_with_train": 0}})
+    return run
+
+
+@pytest.fixture(scope="session")
+def synthetic_grid():
+    """The `make_grid` factory."""
+    return make_grid

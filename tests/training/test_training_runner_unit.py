@@ -19,15 +19,16 @@ from data_utils.rundir import RunDir
 from training import runner
 from training.runner import (
     EntryOutcome,
+    JobSpec,
     _candidate_dirs,
     _check_existing,
     _locked,
     _OutputSink,
     _ProtocolMismatch,
-    _run_entry,
     entry_is_finished,
     git_info,
     package_versions,
+    run_job,
     run_worker,
 )
 
@@ -42,8 +43,8 @@ CONFIG = {
 }
 
 
-class _Args:
-    cache_dir = None
+def _spec(run: RunDir, retries: int = 0) -> JobSpec:
+    return JobSpec(run_root=str(run.root), entry="paper_cnn", config=CONFIG, retries=retries)
 
 
 def _run_dir(tmp_path: Path) -> RunDir:
@@ -89,7 +90,7 @@ def _script_worker(monkeypatch, tmp_path: Path, script: str) -> None:
     path = tmp_path / "fake_worker.py"
     path.write_text(script)
     monkeypatch.setattr(runner, "worker_command",
-                        lambda run_dir, name, batch_size: [sys.executable, str(path),
+                        lambda run_dir, name, batch_size, devices=None: [sys.executable, str(path),
                                                            str(batch_size)])
 
 
@@ -135,7 +136,7 @@ def test_a_finished_entry_is_skipped_without_running_the_worker(tmp_path, monkey
     _write_ok_entry(run.model_dir("paper_cnn"), batch_size=32)
     before = {p.name: p.stat().st_mtime_ns for p in run.model_dir("paper_cnn").iterdir()}
     monkeypatch.setattr(runner, "run_worker", lambda *a, **k: pytest.fail("worker started"))
-    outcome = _run_entry(run, "paper_cnn", CONFIG, _Args(), None)
+    outcome = run_job(_spec(run), None)
     assert outcome.skipped and outcome.ok
     assert outcome.seconds == 1.5
     assert {p.name: p.stat().st_mtime_ns for p in run.model_dir("paper_cnn").iterdir()} == before
@@ -153,7 +154,7 @@ def test_out_of_memory_halves_the_batch_and_records_the_size_used(tmp_path, monk
         return 0
 
     monkeypatch.setattr(runner, "run_worker", fake_worker)
-    outcome = _run_entry(run, "paper_cnn", CONFIG, _Args(), None)
+    outcome = run_job(_spec(run), None)
     assert tried == [32, 16, 8]
     assert outcome.ok and outcome.batch_size == 8
     metrics = read_json(run.model_dir("paper_cnn") / "metrics.json")
@@ -167,7 +168,7 @@ def test_out_of_memory_at_the_floor_is_recorded_as_a_failure(tmp_path, monkeypat
     tried = []
     monkeypatch.setattr(runner, "run_worker",
                         lambda run_dir, name, batch_size, **k: tried.append(batch_size) or 3)
-    outcome = _run_entry(run, "paper_cnn", CONFIG, _Args(), None)
+    outcome = run_job(_spec(run), None)
     assert tried == [32, 16, 8, 4]
     assert outcome.status == "failed"
     assert "out of memory at batch size 4" in outcome.error
@@ -179,10 +180,35 @@ def test_out_of_memory_at_the_floor_is_recorded_as_a_failure(tmp_path, monkeypat
 def test_a_worker_killed_without_metrics_is_recorded_with_its_signal(tmp_path, monkeypatch):
     run = _run_dir(tmp_path)
     monkeypatch.setattr(runner, "run_worker", lambda *a, **k: -9)
-    outcome = _run_entry(run, "paper_cnn", CONFIG, _Args(), None)
+    outcome = run_job(_spec(run), None)
     assert outcome.status == "failed"
     assert "killed by signal SIGKILL" in outcome.error
     assert read_json(run.model_dir("paper_cnn") / "metrics.json")["status"] == "failed"
+
+
+def test_a_killed_worker_is_restarted_and_its_restart_recorded(tmp_path, monkeypatch):
+    run = _run_dir(tmp_path)
+    codes = [-9, 0]
+
+    def worker(run_dir, name, batch_size, **kwargs):
+        code = codes.pop(0)
+        if code == 0:
+            _write_ok_entry(run.model_dir(name), batch_size=batch_size)
+        return code
+
+    monkeypatch.setattr(runner, "run_worker", worker)
+    outcome = run_job(_spec(run, retries=1), None)
+    assert outcome.ok and not codes
+    assert read_json(run.model_dir("paper_cnn") / "metrics.json")["restarts"] == 1
+
+
+def test_a_worker_killed_more_often_than_its_retries_fails(tmp_path, monkeypatch):
+    run = _run_dir(tmp_path)
+    calls = []
+    monkeypatch.setattr(runner, "run_worker", lambda *a, **k: calls.append(1) or -15)
+    outcome = run_job(_spec(run, retries=2), None)
+    assert len(calls) == 3
+    assert outcome.status == "failed" and "SIGTERM" in outcome.error
 
 
 def test_a_stale_failure_record_is_replaced_by_the_new_one(tmp_path, monkeypatch):
@@ -192,7 +218,7 @@ def test_a_stale_failure_record_is_replaced_by_the_new_one(tmp_path, monkeypatch
     old = time.time() - 3600
     os.utime(entry / "metrics.json", (old, old))
     monkeypatch.setattr(runner, "run_worker", lambda *a, **k: 1)
-    outcome = _run_entry(run, "paper_cnn", CONFIG, _Args(), None)
+    outcome = run_job(_spec(run), None)
     assert outcome.error == "the worker exited with code 1 (see train.log)"
 
 
@@ -205,14 +231,14 @@ def test_the_workers_own_nan_record_is_kept(tmp_path, monkeypatch):
         return 4
 
     monkeypatch.setattr(runner, "run_worker", nan_worker)
-    outcome = _run_entry(run, "paper_cnn", CONFIG, _Args(), None)
+    outcome = run_job(_spec(run), None)
     assert (outcome.status, outcome.error) == ("nan", "loss became nan in epoch 2")
 
 
 def test_exit_zero_without_predictions_is_a_failure(tmp_path, monkeypatch):
     run = _run_dir(tmp_path)
     monkeypatch.setattr(runner, "run_worker", lambda *a, **k: 0)
-    outcome = _run_entry(run, "paper_cnn", CONFIG, _Args(), None)
+    outcome = run_job(_spec(run), None)
     assert outcome.status == "failed"
     assert "without writing its predictions" in outcome.error
 
@@ -296,7 +322,7 @@ def test_an_interrupted_entry_continues_at_the_batch_size_of_its_saved_state(
         return 0
 
     monkeypatch.setattr(runner, "run_worker", fake_worker)
-    assert _run_entry(run, "paper_cnn", CONFIG, _Args(), None).batch_size == 8
+    assert run_job(_spec(run), None).batch_size == 8
     assert tried == [8]
 
 

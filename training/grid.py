@@ -1,0 +1,216 @@
+"""Grid runs (`--seeds` and/or `--folds K`): one replicate run directory per (fold, seed).
+
+Every replicate is an ordinary run directory (`data_utils.rundir`, "replicates/fold<f>-seed<s>"):
+its run.json holds the grid's config with that training seed and fold, and its own fingerprint;
+its splits.csv is the fold's split of the grid's shared splits.csv, so all entries (and all seeds)
+of one fold are tested on the same images and every comparison stays paired. The worker trains a
+replicate's entry exactly as it trains an entry of a single run.
+
+With K folds, once an entry has finished in every fold of a seed, each replicate of that seed
+gets the entry's out-of-fold predictions (`predictions_oof.csv`): the rows of the other folds,
+each predicted by the replicate that held that fold out. Stacking fits on them when every member
+has them (`ensembles.members`), never on the replicate's own test fold.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from data_utils.atomic import atomic_write_json_if_changed, atomic_write_text, read_json
+from data_utils.errors import RunDirError
+from data_utils.predictions import make_predictions, read_predictions, write_predictions
+from data_utils.rundir import SPLITS, RunDir
+from data_utils.splits import split_for_fold
+from training import config as config_mod
+from training.fingerprint import file_sha256, protocol_fingerprint
+
+logger = logging.getLogger(__name__)
+
+OOF_FILE = "predictions_oof.csv"
+SPLIT_DTYPES = {"image_id": str, "lesion_id": str, "dx": str, "split": str}
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """One (fold, seed) of a grid run.
+
+    Attributes:
+        fold: the fold (0 when the grid has no --folds).
+        seed: the training seed.
+        run: its run directory.
+        config: its resolved config (the grid's, with this seed and fold).
+    """
+
+    fold: int
+    seed: int
+    run: RunDir
+    config: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.run.root.name
+
+
+def replicate_config(config: dict[str, Any], fold: int, seed: int) -> dict[str, Any]:
+    """The config of replicate (fold, seed) of a grid config.
+
+    "seed" becomes the training seed; "data_seed" keeps the grid's seed, which made the split
+    and the synthetic data; "fold" is the fold (None without --folds).
+    """
+    replicate = {k: v for k, v in config.items() if k not in ("grid", "seeds")}
+    replicate.update(seed=int(seed), data_seed=int(config["seed"]),
+                     fold=int(fold) if config.get("folds") else None)
+    return replicate
+
+
+def fold_split(splits: pd.DataFrame, config: dict[str, Any], fold: int) -> pd.DataFrame:
+    """The grid's splits.csv table with `split` set to fold `fold`'s train/val/test."""
+    if not config.get("folds"):
+        return splits
+    out = splits.copy()
+    out["split"] = split_for_fold(splits, fold, ratios=tuple(config["ratios"]),
+                                  seed=int(config["seed"])).to_numpy()
+    return out
+
+
+def read_splits(run: RunDir) -> pd.DataFrame:
+    """A run directory's splits.csv, ids kept as strings."""
+    return pd.read_csv(run.splits_csv, dtype=SPLIT_DTYPES)
+
+
+def write_replicates(run: RunDir, config: dict[str, Any],
+                     signatures: dict[str, Any]) -> list[Replicate]:
+    """Create or check every replicate folder of a grid run (after the data is prepared).
+
+    Writes each replicate's splits.csv, dataset.json and run.json, only where they changed, so
+    a resumed grid touches nothing that is already right.
+
+    Args:
+        run: the grid's run directory (with splits.csv and dataset.json).
+        config: the grid's resolved config.
+        signatures: the grid's content signatures (weights); the replicate's own splits_sha256
+            is added.
+
+    Returns:
+        The replicates, fold by fold, seed by seed.
+
+    Raises:
+        RunDirError: a replicate folder holds a run of a different protocol.
+    """
+    splits = read_splits(run)
+    dataset_card = run.dataset_json.read_text(encoding="utf-8") if run.dataset_json.is_file() \
+        else None
+    replicates = []
+    for fold in config_mod.grid_folds(config):
+        table = fold_split(splits, config, fold)
+        text = table.to_csv(index=False, lineterminator="\n")
+        for seed in config["seeds"]:
+            replicate_run = run.replicate(fold, seed)
+            replicate_run.root.mkdir(parents=True, exist_ok=True)
+            _write_if_changed(replicate_run.splits_csv, text)
+            if dataset_card is not None:
+                _write_if_changed(replicate_run.dataset_json, dataset_card)
+            rep_config = replicate_config(config, fold, seed)
+            rep_signatures = {**{k: v for k, v in signatures.items() if k != "splits_sha256"},
+                              "splits_sha256": file_sha256(replicate_run.splits_csv)}
+            _write_replicate_json(replicate_run, rep_config, rep_signatures, fold, seed)
+            replicates.append(Replicate(fold, int(seed), replicate_run, rep_config))
+    return replicates
+
+
+def _write_if_changed(path, text: str) -> None:
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    atomic_write_text(path, text)
+
+
+def _write_replicate_json(run: RunDir, config: dict[str, Any], signatures: dict[str, Any],
+                          fold: int, seed: int) -> None:
+    fingerprint = protocol_fingerprint(config, signatures)
+    if run.run_json.is_file():
+        previous = read_json(run.run_json)
+        if previous.get("fingerprint") != fingerprint:
+            raise RunDirError(
+                f"{run.root} holds a replicate of a different protocol (fingerprint "
+                f"{previous.get('fingerprint')}, this command {fingerprint}); move that folder "
+                "away or choose another --out"
+            )
+        # Entries are a union over invocations, as in a single run's run.json.
+        known = list(previous.get("config", {}).get("entries", []))
+        config = {**config, "entries": known + [e for e in config["entries"] if e not in known]}
+    atomic_write_json_if_changed(run.run_json, {
+        "config": config, "fingerprint": fingerprint, "signatures": signatures,
+        "replicate": {"fold": fold, "seed": seed}, "grid": "../..",
+    })
+
+
+# ---------------------------------------------------------------------------------------------
+# Out-of-fold predictions
+
+
+def write_oof_predictions(run: RunDir, config: dict[str, Any], replicates: list[Replicate],
+                          entry: str) -> list[str]:
+    """Write `entry`'s predictions_oof.csv in every replicate whose seed has all folds finished.
+
+    The out-of-fold rows of replicate (f, s) are the images of every other fold f', taken from
+    the prediction files of replicate (f', s), whose model never trained on fold f'.
+
+    Args:
+        run: the grid's run directory (its splits.csv has the `fold` column).
+        config: the grid's config (needs "folds").
+        replicates: the grid's replicates.
+        entry: the entry.
+
+    Returns:
+        Names of the replicates that got (or already had) the file.
+    """
+    from training.runner import entry_is_finished
+
+    if not config.get("folds"):
+        return []
+    folds_of = read_splits(run).set_index("image_id")["fold"]
+    written = []
+    for seed in sorted({r.seed for r in replicates}):
+        same_seed = {r.fold: r for r in replicates if r.seed == seed}
+        if not all(entry_is_finished(r.run.model_dir(entry)) for r in same_seed.values()):
+            continue
+        held_out = {fold: _held_out_rows(r.run.model_dir(entry), folds_of, fold)
+                    for fold, r in same_seed.items()}
+        for fold, replicate in same_seed.items():
+            others = [held_out[f] for f in sorted(held_out) if f != fold]
+            if not others:
+                continue
+            _write_oof(replicate.run.model_dir(entry) / OOF_FILE, others)
+            written.append(replicate.name)
+    return written
+
+
+def _held_out_rows(entry_dir, folds_of: pd.Series, fold: int) -> pd.DataFrame:
+    """The rows of `entry_dir`'s prediction files whose image lies in `fold`."""
+    frames = []
+    for split in SPLITS:
+        preds = read_predictions(RunDir.predictions_file(entry_dir, split))
+        keep = np.asarray(folds_of.reindex(preds.image_id).to_numpy() == fold)
+        frames.append(pd.DataFrame({
+            "image_id": preds.image_id[keep], "lesion_id": preds.lesion_id[keep],
+            "label": preds.label[keep], **{f"p{i}": preds.proba[keep, i]
+                                          for i in range(preds.proba.shape[1])}}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _write_oof(path, parts: list[pd.DataFrame]) -> None:
+    rows = pd.concat(parts, ignore_index=True).sort_values("image_id", kind="stable")
+    proba = rows[[c for c in rows.columns if c.startswith("p")]].to_numpy()
+    preds = make_predictions(rows["image_id"], rows["lesion_id"], rows["label"], proba,
+                             source=str(path))
+    if path.is_file():
+        existing = read_predictions(path)
+        if (np.array_equal(existing.image_id, preds.image_id)
+                and np.array_equal(existing.proba, preds.proba)):
+            return
+    write_predictions(path, preds)
