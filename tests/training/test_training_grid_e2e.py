@@ -51,8 +51,9 @@ def test_every_job_has_its_own_folder_and_files(grid):
                          "train.log"):
                 assert (folder / name).is_file(), folder / name
             assert read_json(folder / "metrics.json")["status"] == "ok"
-    assert "= 8 jobs" in (run.train_log).read_text()
-    assert "[8/8]" in stdout
+    log = run.train_log.read_text()
+    assert "= 8 jobs" in log and "[8/8]" in log
+    assert "fold1-seed1/inception_v3: ok" in stdout
 
 
 def test_replicates_share_their_folds_split_and_differ_in_training_seed(grid):
