@@ -66,6 +66,13 @@ class RunContext:
         return _text(self.config.get("preset"))
 
     @property
+    def backend(self) -> str:
+        """The Keras backend the models were trained on (run.json leaves TensorFlow implicit)."""
+        if not self.config:
+            return NOT_RECORDED
+        return _text(self.config.get("backend") or "tensorflow")
+
+    @property
     def fingerprint(self) -> str:
         return _text(self.run_json.get("fingerprint"))
 

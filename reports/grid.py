@@ -593,6 +593,7 @@ def _grid(report: GridReport) -> str:
         ("Protocol fingerprint", f"`{ctx.fingerprint}`" if ctx.fingerprint != NOT_RECORDED
          else NOT_RECORDED),
         ("Preset", ctx.preset),
+        ("Keras backend", ctx.backend),
         ("Command line", f"`{ctx.command}`" if ctx.command != NOT_RECORDED else NOT_RECORDED),
         ("Date", ctx.date),
         ("Versions", ctx.versions),
