@@ -20,6 +20,14 @@ process continues from its last completed epoch. A NaN/infinite loss stops the e
 split is never touched before.
 
 Every number comes from the resolved config's "training" mapping (`training.presets`).
+
+Backends: everything here is Keras 3 and runs under TensorFlow or JAX; TensorFlow is imported
+only on TensorFlow-only paths (GPU query, op determinism), each guarded by the backend and with
+its JAX counterpart (`setup_backend`). Under JAX every step is XLA-compiled
+(`jit_compile_setting`). `train_entry(devices=N)` trains data-parallel on N devices
+(`training.distribution`): the model is built, compiled, trained and used for prediction inside
+`data_parallel`, each training batch is cut to a multiple of N (`TrimmedBatches`) and prediction
+batches are padded to one full shape (`predict_rows`).
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ import contextlib
 import logging
 import math
 import os
+import random
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -48,6 +58,7 @@ from data_utils.predictions import make_predictions, write_predictions
 from data_utils.rundir import RunDir
 from training import policies
 from training.augment import build_augmentation
+from training.distribution import check_batch_size, check_devices, data_parallel
 from training.presets import backbone_of, entry_kind
 from zoo.flops import count_model_flops
 
@@ -64,6 +75,7 @@ HISTORY_FILE = "history.csv"
 STATE_FORMAT = 1
 SIMULATE_OOM_ENV = "DERMBENCH_SIMULATE_OOM_ABOVE_BATCH"
 SIMULATE_NAN_ENV = "DERMBENCH_SIMULATE_NAN"
+JAX_DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
 
 
 class SimulatedOutOfMemoryError(MemoryError):
@@ -154,6 +166,65 @@ def load_entry_data(cache: Any, splits: pd.DataFrame) -> EntryData:
     return EntryData(images=cache.images, **parts)
 
 
+class TrimmedBatches(CacheBatches):
+    """Training batches whose sizes are all multiples of `multiple` (data parallelism).
+
+    Every batch is split evenly over the devices, so the last, partial batch of an epoch is cut
+    to a multiple of `multiple` (left out when smaller). At most `multiple - 1` images sit out an
+    epoch; which ones changes with the epoch's shuffled order.
+    """
+
+    def __init__(self, images: np.ndarray, rows, labels=None, *, batch_size: int,
+                 multiple: int = 1, **kwargs: Any) -> None:
+        """Like `CacheBatches`, plus `multiple` (a positive divisor of `batch_size`)."""
+        super().__init__(images, rows, labels, batch_size=batch_size, **kwargs)
+        if int(multiple) < 1 or int(batch_size) % int(multiple):
+            raise ValueError(f"multiple must divide batch_size {batch_size}, got {multiple}")
+        self.multiple = int(multiple)
+        self.count = len(np.asarray(rows))
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.count, self.batch_size)
+        return full + (1 if rest >= self.multiple else 0)
+
+    def __getitem__(self, index: int):
+        batch = super().__getitem__(index)
+        parts = batch if isinstance(batch, tuple) else (batch,)
+        keep = len(parts[0]) // self.multiple * self.multiple
+        if keep == len(parts[0]):
+            return batch
+        trimmed = tuple(part[:keep] for part in parts)
+        return trimmed if isinstance(batch, tuple) else trimmed[0]
+
+
+def predict_rows(model: keras.Model, images: np.ndarray, rows: np.ndarray,
+                 batch_size: int) -> np.ndarray:
+    """Predict `images[rows]` in batches of exactly `batch_size`.
+
+    The last batch is padded by repeating its final image and the padded outputs are dropped:
+    every call has one input shape, so XLA (JAX, or TensorFlow's jit) compiles the predict step
+    once for validation and test alike, and a data-parallel batch always splits evenly over
+    the devices. Prediction is in inference mode (no augmentation, BatchNorm moving
+    statistics), so the padding does not change any image's output (beyond the rounding of
+    kernels chosen per batch size).
+
+    Args:
+        model: the model (uint8 images in, probabilities out).
+        images: (N, H, W, 3) uint8 array or memmap.
+        rows: (n,) rows of `images`, n >= 1, in the order of the output.
+        batch_size: images per forward pass.
+
+    Returns:
+        (n, classes) array of the model's outputs.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    n = len(rows)
+    pad = (-n) % int(batch_size)
+    padded = np.concatenate([rows, np.repeat(rows[-1:], pad)]) if pad else rows
+    proba = model.predict(CacheBatches(images, padded, batch_size=int(batch_size)), verbose=0)
+    return np.asarray(proba)[:n]
+
+
 # --- backend setup ------------------------------------------------------------------------------
 
 def gpu_available() -> bool:
@@ -175,25 +246,80 @@ def gpu_available() -> bool:
     return False
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and Keras's global seed generator (and TensorFlow under TensorFlow).
+
+    `keras.utils.set_random_seed` imports TensorFlow whenever it is installed (to seed `tf.data`);
+    under another backend nothing here uses TensorFlow, so the same seeding is done without
+    importing it (a JAX worker never loads TensorFlow).
+
+    Args:
+        seed: a non-negative integer.
+    """
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(int(seed))
+        return
+    random.seed(int(seed))
+    np.random.seed(int(seed))
+    # What set_random_seed does besides: remember the seed and drop the global SeedGenerator, so
+    # `keras.random` calls without a seed restart from it (the generator is recreated lazily).
+    with contextlib.suppress(ImportError, AttributeError):
+        from keras.src.backend.common import global_state
+        from keras.src.random import seed_generator
+        from keras.src.utils import rng_utils
+
+        global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, int(seed))
+        global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(int(seed))
+
+
+def _xla_flag_set(flag: str) -> bool:
+    return flag in os.environ.get("XLA_FLAGS", "").split()
+
+
+def _enable_determinism() -> None:
+    """Deterministic kernels for the current backend (see `setup_backend`)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    elif backend == "jax" and not _xla_flag_set(JAX_DETERMINISTIC_FLAG) and gpu_available():
+        logger.warning(
+            "deterministic run under JAX on a GPU without XLA_FLAGS=%s: GPU reductions may "
+            "differ between runs (the worker sets the flag before JAX starts; set it yourself "
+            "when calling the protocol in-process)", JAX_DETERMINISTIC_FLAG)
+
+
 def setup_backend(seed: int, deterministic: bool, mixed_precision: str) -> bool:
     """Seed everything, enable deterministic ops if asked, pick the dtype policy.
 
     Call once per process, before building a model.
 
+    Determinism per backend: TensorFlow: `tf.config.experimental.enable_op_determinism()`
+    (identical results on CPU and GPU). JAX: XLA on the CPU is deterministic already; on a GPU
+    XLA needs `XLA_FLAGS=--xla_gpu_deterministic_ops=true` before JAX initialises its backends,
+    which `training.worker` sets for a deterministic run (in-process callers get a warning when
+    it is missing on a GPU).
+
     Args:
-        seed: seeds Python, NumPy and the backend (`keras.utils.set_random_seed`).
-        deterministic: TensorFlow only: `enable_op_determinism` (identical results on CPU).
+        seed: seeds Python, NumPy and the backend (`seed_everything`).
+        deterministic: deterministic kernels, as above.
         mixed_precision: "auto"/"on": mixed_float16 when a GPU is visible; "off": float32.
             Never on CPU (slower there).
 
     Returns:
         Whether mixed precision is on.
-    """
-    keras.utils.set_random_seed(int(seed))
-    if deterministic and keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
 
-        tf.config.experimental.enable_op_determinism()
+    Raises:
+        ProtocolError: an unknown mixed_precision value.
+    """
+    seed_everything(int(seed))
+    if deterministic:
+        _enable_determinism()
     if mixed_precision not in ("auto", "on", "off"):
         raise ProtocolError(f"mixed_precision must be auto, on or off, got {mixed_precision!r}")
     use = mixed_precision != "off" and gpu_available()
@@ -363,8 +489,19 @@ def compile_phase(tm: TrainingModel, training: dict[str, Any], phase: policies.P
         optimizer=make_optimizer(training, phase, steps_per_epoch),
         loss=loss,
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=training.get("jit_compile", False),
+        jit_compile=jit_compile_setting(training),
     )
+
+
+def jit_compile_setting(training: dict[str, Any]) -> bool | str:
+    """`jit_compile` for `Model.compile`: training.jit_compile (default False) under TensorFlow.
+
+    Under JAX always True: JAX has no graph mode besides XLA, and jit_compile=False makes its
+    trainer run every step op by op (tens of times slower).
+    """
+    if keras.backend.backend() == "jax":
+        return True
+    return training.get("jit_compile", False)
 
 
 # --- resume state -------------------------------------------------------------------------------
@@ -489,7 +626,7 @@ class EpochMonitor(keras.callbacks.Callback):
         loss = float(logs.get("loss", math.nan))
         if os.environ.get(SIMULATE_NAN_ENV) == "1":
             loss = math.nan
-        proba = run.infer.predict(run.batches(run.data.val), verbose=0)
+        proba = run.predict(run.data.val)
         val = _val_metrics(run.data.val.labels, proba)
         global_epoch = run.global_epoch + 1
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
@@ -524,8 +661,10 @@ class EntryRun:
     """One entry's training run: state shared by the phases and the epoch callback."""
 
     def __init__(self, entry: str, config: dict[str, Any], data: EntryData, entry_dir: Path,
-                 batch_size: int, fingerprint: str | None) -> None:
+                 batch_size: int, fingerprint: str | None, devices: int = 1) -> None:
         self.entry = entry
+        self.devices = int(devices)
+        self.steps_per_epoch: int | None = None  # set by train_batches()
         self.config = config
         self.training = config["training"]
         self.data = data
@@ -545,16 +684,27 @@ class EntryRun:
         self.infer: keras.Model | None = None  # the inference twin of the training model
 
     # data
-    def batches(self, split: SplitData) -> CacheBatches:
-        """Unshuffled batches of a split (for prediction)."""
-        return CacheBatches(self.data.images, split.rows, batch_size=self.eval_batch_size)
+    def predict(self, split: SplitData) -> np.ndarray:
+        """The inference model's probabilities for a split (`predict_rows`)."""
+        return predict_rows(self.infer, self.data.images, split.rows, self.eval_batch_size)
 
     def train_batches(self) -> CacheBatches:
-        return CacheBatches(
+        """The shuffled training batches (sizes multiples of the device count, `TrimmedBatches`).
+
+        Raises:
+            ProtocolError: fewer training images than devices.
+        """
+        batches = TrimmedBatches(
             self.data.images, self.data.train.rows, self.data.train.labels,
-            batch_size=self.batch_size, shuffle=True, seed=self.seed,
+            batch_size=self.batch_size, multiple=self.devices, shuffle=True, seed=self.seed,
             balanced=bool(self.training.get("balanced_sampling", False)),
         )
+        self.steps_per_epoch = len(batches)
+        if not len(batches):
+            raise ProtocolError(
+                f"{self.entry}: the training split has {len(self.data.train)} image(s), fewer "
+                f"than the {self.devices} devices; use fewer --devices or more images")
+        return batches
 
     def class_weight(self) -> dict[int, float] | None:
         if self.training.get("balanced_sampling", False):
@@ -594,6 +744,8 @@ class EntryRun:
             "entry": self.entry,
             "fingerprint": self.fingerprint,
             "batch_size": self.batch_size,
+            "devices": self.devices,
+            "steps_per_epoch": self.steps_per_epoch,
             "phase_index": phase_index,
             "phase_epochs": phase_epochs,
             "phase_finished": bool(finished),
@@ -614,7 +766,10 @@ class EntryRun:
                 path.unlink(missing_ok=True)
 
     def restore(self) -> dict[str, Any] | None:
-        """Load a matching resume state (None: start the entry from scratch)."""
+        """Load a matching resume state (None: start the entry from scratch).
+
+        Call `train_batches()` first: a state saved with other steps per epoch is discarded.
+        """
         progress = read_progress(self.entry_dir)
         if progress is None:
             return None
@@ -625,6 +780,11 @@ class EntryRun:
             reasons.append(f"batch size {progress.get('batch_size')} (now {self.batch_size})")
         if progress.get("entry") != self.entry:
             reasons.append(f"entry {progress.get('entry')!r}")
+        steps = progress.get("steps_per_epoch")
+        if None not in (steps, self.steps_per_epoch) and int(steps) != self.steps_per_epoch:
+            # Another device count trims the epochs differently (`TrimmedBatches`).
+            reasons.append(f"{steps} steps per epoch (now {self.steps_per_epoch}, "
+                           f"{self.devices} device(s))")
         files = [progress.get("state"), progress.get("best_weights")]
         if any(not f or not (self.state_dir / f).is_file() for f in files):
             reasons.append("missing files")
@@ -671,10 +831,12 @@ def train_entry(
     batch_size: int | None = None,
     verbose: Any = "auto",
     callbacks: list[keras.callbacks.Callback] | tuple = (),
+    devices: int | None = None,
 ) -> dict[str, Any]:
     """Train one entry under the protocol, predict val/test from the best checkpoint, write metrics.
 
-    Resumes from `entry_dir/state/` when a state of the same fingerprint and batch size exists.
+    Resumes from `entry_dir/state/` when a state of the same fingerprint, batch size and steps
+    per epoch exists. Runs under any Keras backend (TensorFlow, JAX).
 
     Args:
         entry: a backbone name or "paper_cnn" (the SVM baseline has its own module).
@@ -686,41 +848,89 @@ def train_entry(
         verbose: Keras fit verbosity (progress bar per epoch).
         callbacks: extra Keras callbacks (called before the protocol's own, so their
             on_epoch_end sees the epoch before validation and checkpointing).
+        devices: data parallelism over this many devices (`training.distribution`); None or 1:
+            one device. The batch size is the global one and must be a multiple of it.
 
     Returns:
-        The metrics.json object written (status "ok" or "nan").
+        The metrics.json object written (status "ok" or "nan"; "devices" records the count).
 
     Raises:
         SimulatedOutOfMemoryError: see $DERMBENCH_SIMULATE_OOM_ABOVE_BATCH.
+        DevicesError: more devices than visible, or a batch size they do not divide.
         ProtocolError, zoo errors, backend errors: the worker records them.
     """
     entry_dir = Path(entry_dir)
     entry_dir.mkdir(parents=True, exist_ok=True)
     training = config["training"]
-    backbone = backbone_of(entry)
-    spec = zoo.get_config(backbone)
     batch_size = int(batch_size or training["batch_size"])
+    n_devices = check_devices(devices)
+    check_batch_size(batch_size, n_devices)
+    check_batch_size(int(training.get("eval_batch_size") or batch_size), n_devices,
+                     "eval batch size")
     _simulate_oom(batch_size)
     mixed = setup_backend(int(config.get("seed", 0)), bool(config.get("deterministic", False)),
                           training.get("mixed_precision", "auto"))
-    pretrained = bool(spec.pretrained)
-    weights = config.get("weights") if pretrained else None
-    phases = policies.phase_plan(training, pretrained)
+    spec = zoo.get_config(backbone_of(entry))
+    phases = policies.phase_plan(training, bool(spec.pretrained))
     if not phases:
         raise ProtocolError(f"{entry}: the config trains it for 0 epochs; set --epochs to 1 or more")
+    run = EntryRun(entry, config, data, entry_dir, batch_size, fingerprint, devices=n_devices)
+    with data_parallel(n_devices):
+        return _train_and_predict(run, phases, mixed, verbose, callbacks)
 
-    run = EntryRun(entry, config, data, entry_dir, batch_size, fingerprint)
+
+def _train_and_predict(run: EntryRun, phases: list[policies.Phase], mixed: bool, verbose: Any,
+                       callbacks: list[keras.callbacks.Callback] | tuple) -> dict[str, Any]:
+    """Build the model, train its phases (resuming if possible), predict, write metrics.json.
+
+    Called inside `data_parallel`, so that every variable is created under the distribution.
+    """
+    config, training = run.config, run.training
+    backbone = backbone_of(run.entry)
+    pretrained = bool(zoo.get_config(backbone).pretrained)
+    weights = config.get("weights") if pretrained else None
+    train = run.train_batches()
     progress = run.restore()
     if progress is None:
         run.discard_state()
-    tm = build_training_model(backbone, data.image_size, training, weights,
+    tm = build_training_model(backbone, run.data.image_size, training, weights,
                               config.get("weights_dir"), seed=run.seed)
     run.net, run.infer = tm.net, tm.infer
-    train = run.train_batches()
+    trainable = _train_phases(run, tm, phases, train, progress, verbose, callbacks)
+    extra_common = {
+        "entry": run.entry,
+        "kind": entry_kind(run.entry),
+        "backbone": backbone,
+        "fingerprint": run.fingerprint,
+        "batch_size": run.batch_size,
+        "devices": run.devices,
+        "backend": keras.backend.backend(),
+        "image_size": run.data.image_size,
+        "weights": weights,
+        "mixed_precision": mixed,
+        "deterministic": bool(config.get("deterministic", False)),
+        "train_seconds": round(run.train_seconds, 3),
+        "epochs_trained": run.global_epoch,
+    }
+    if run.nan_at is None and run.best_file is None:
+        run.nan_at = "every validation pass (the model's probabilities were NaN or infinite)"
+    if run.nan_at is not None:
+        return _record_nan(run, extra_common)
+    return _predict_and_record(run, tm, phases, trainable, extra_common)
+
+
+def _train_phases(run: EntryRun, tm: TrainingModel, phases: list[policies.Phase],
+                  train: CacheBatches, progress: dict[str, Any] | None, verbose: Any,
+                  callbacks: list[keras.callbacks.Callback] | tuple) -> dict[str, int]:
+    """Fit every phase not finished before (stops at a NaN loss).
+
+    Returns:
+        Trainable parameters per phase name.
+    """
+    training = run.training
     steps = len(train)
     class_weight = run.class_weight()
     trainable: dict[str, int] = {}
-
     for index, phase in enumerate(phases):
         trainable[phase.name] = configure_phase(tm, phase, training)
         if progress is not None and (index < progress["phase_index"] or (
@@ -736,7 +946,7 @@ def train_entry(
         run.stopping = policies.EarlyStopping(run.stopping.best, run.stopping.best_epoch,
                                               0 if initial_epoch == 0 else run.stopping.waited)
         progress = None
-        logger.info("%s: phase %s, %d epoch(s) at lr %g, %d trainable parameters", entry,
+        logger.info("%s: phase %s, %d epoch(s) at lr %g, %d trainable parameters", run.entry,
                     phase.name, phase.epochs, phase.lr, trainable[phase.name])
         tm.model.fit(
             train,
@@ -752,42 +962,36 @@ def train_entry(
         )
         if run.nan_at is not None:
             break
+    return trainable
 
-    extra_common = {
-        "entry": entry,
-        "kind": entry_kind(entry),
-        "backbone": backbone,
-        "fingerprint": fingerprint,
-        "batch_size": batch_size,
-        "image_size": data.image_size,
-        "weights": weights,
-        "mixed_precision": mixed,
-        "deterministic": bool(config.get("deterministic", False)),
-        "train_seconds": round(run.train_seconds, 3),
-        "epochs_trained": run.global_epoch,
-    }
+
+def _record_nan(run: EntryRun, extra_common: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json with status "nan" (the resume state is dropped: it would meet the NaN again)."""
     from reports.entry import write_entry_metrics
 
-    if run.nan_at is None and run.best_file is None:
-        run.nan_at = "every validation pass (the model's probabilities were NaN or infinite)"
-    if run.nan_at is not None:
-        # Resuming would meet the same NaN: a rerun starts the entry over (history kept to look at).
-        shutil.rmtree(run.state_dir, ignore_errors=True)
-        message = f"loss became NaN or infinite in {run.nan_at}; lower the learning rate"
-        logger.error("%s: %s", entry, message)
-        return write_entry_metrics(entry_dir, extra={**extra_common, "status": "nan",
+    shutil.rmtree(run.state_dir, ignore_errors=True)  # history kept to look at
+    message = f"loss became NaN or infinite in {run.nan_at}; lower the learning rate"
+    logger.error("%s: %s", run.entry, message)
+    return write_entry_metrics(run.entry_dir, extra={**extra_common, "status": "nan",
                                                      "error": message})
 
+
+def _predict_and_record(run: EntryRun, tm: TrainingModel, phases: list[policies.Phase],
+                        trainable: dict[str, int], extra_common: dict[str, Any]) -> dict[str, Any]:
+    """Predict val and test from the best checkpoint, write the files and metrics.json."""
+    from reports.entry import write_entry_metrics
+
+    entry_dir = run.entry_dir
     tm.net.load_weights(run.state_dir / run.best_file)
     os.replace(run.state_dir / run.best_file, entry_dir / f".{BEST_WEIGHTS}.tmp")
     os.replace(entry_dir / f".{BEST_WEIGHTS}.tmp", entry_dir / BEST_WEIGHTS)
     seconds, n = 0.0, 0
-    for split, part in (("val", data.val), ("test", data.test)):
+    for split, part in (("val", run.data.val), ("test", run.data.test)):
         started = time.perf_counter()
-        proba = tm.infer.predict(run.batches(part), verbose=0)
+        proba = run.predict(part)
         seconds += time.perf_counter() - started
         n += len(part)
-        write_prediction_file(entry_dir, split, part, proba, source=f"{entry} {split}")
+        write_prediction_file(entry_dir, split, part, proba, source=f"{run.entry} {split}")
     counts = zoo.param_counts(tm.model)
     extra = {
         **extra_common,

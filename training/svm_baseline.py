@@ -73,26 +73,28 @@ def feature_cache_path(cache_key: str, backbone: str, weights: Any, size: int,
 
 
 def extract_features(cache: Any, backbone: str, config: dict[str, Any], batch_size: int,
-                     cache_root: str | os.PathLike | None = None) -> tuple[np.ndarray, dict]:
+                     cache_root: str | os.PathLike | None = None,
+                     devices: int | None = None) -> tuple[np.ndarray, dict]:
     """Pooled features of every image in `cache` (rows in cache order), from disk when present.
 
     Args:
         cache: the `ImageCache` at the entry's size.
         backbone: zoo backbone name (its "pool" layer's output is the feature vector).
         config: the resolved config (weights, weights_dir, seed, training.preprocessing, ...).
-        batch_size: images per forward pass.
+        batch_size: images per forward pass (all devices together).
         cache_root: where the features folder lives (None: `default_cache_root()`).
+        devices: extract data-parallel on this many devices (`training.distribution`; None or
+            1: one device). The features do not depend on it.
 
     Returns:
         (features (n, d) float32, meta: {"images_per_s": extraction speed measured when they
         were computed, "params": parameter count of the feature extractor, ...}).
-    """
-    import keras
 
-    import zoo
-    from data_utils.pipeline import CacheBatches
+    Raises:
+        DevicesError: more devices than visible, or a batch size they do not divide.
+    """
+    from training.distribution import check_batch_size, data_parallel
     from training.protocol import setup_backend
-    from zoo.flops import count_model_flops
 
     training = config["training"]
     weights = config.get("weights")
@@ -106,27 +108,44 @@ def extract_features(cache: Any, backbone: str, config: dict[str, Any], batch_si
         if features.shape[0] == len(cache):
             logger.info("feature cache hit: %s", path)
             return features, meta
+    check_batch_size(batch_size, devices, "feature-extraction batch size")
     setup_backend(seed, bool(config.get("deterministic", False)),
                   training.get("mixed_precision", "auto"))
-    net = zoo.create_backbone(backbone, NUM_CLASSES, input_shape=(cache.size, cache.size, 3),
-                              weights=weights, preprocessing=training.get("preprocessing"),
-                              weights_dir=config.get("weights_dir"))
-    extractor = keras.Model(net.input, net.get_layer("pool").output, name=f"{backbone}_features")
-    batches = CacheBatches(cache.images, np.arange(len(cache)), batch_size=batch_size)
-    started = time.perf_counter()
-    features = np.asarray(extractor.predict(batches, verbose=0), dtype=np.float32)
-    rate = len(cache) / max(time.perf_counter() - started, 1e-9)
+    with data_parallel(devices):
+        features, rate, meta = _compute_features(cache, backbone, config, batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "wb") as handle:
         np.save(handle, features)
     meta = {"format": FEATURES_FORMAT, "shape": list(features.shape), "images_per_s": rate,
-            "params": int(extractor.count_params()), "flops_per_image": int(count_model_flops(net)),
-            "backbone": backbone, "size": cache.size,
+            **meta, "backbone": backbone, "size": cache.size,
             "weights": _weights_id(weights, seed)}
     atomic_write_json(meta_path, meta)
     logger.info("extracted %s features of %d images (%.1f images/s) -> %s",
                 features.shape[1], len(cache), rate, path)
     return features, meta
+
+
+def _compute_features(cache: Any, backbone: str, config: dict[str, Any],
+                      batch_size: int) -> tuple[np.ndarray, float, dict[str, int]]:
+    """Build the extractor and run it over the cache: (features, images/s, params and FLOPs)."""
+    import keras
+
+    import zoo
+    from training.protocol import predict_rows
+    from zoo.flops import count_model_flops
+
+    training = config["training"]
+    net = zoo.create_backbone(backbone, NUM_CLASSES, input_shape=(cache.size, cache.size, 3),
+                              weights=config.get("weights"),
+                              preprocessing=training.get("preprocessing"),
+                              weights_dir=config.get("weights_dir"))
+    extractor = keras.Model(net.input, net.get_layer("pool").output, name=f"{backbone}_features")
+    started = time.perf_counter()
+    features = predict_rows(extractor, cache.images, np.arange(len(cache)), batch_size)
+    rate = len(cache) / max(time.perf_counter() - started, 1e-9)
+    return (np.asarray(features, dtype=np.float32), rate,
+            {"params": int(extractor.count_params()),
+             "flops_per_image": int(count_model_flops(net))})
 
 
 def _svm(C: float, svm: dict[str, Any], seed: int, folds: int):
@@ -207,7 +226,8 @@ def fit_svm(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: 
 def run_svm_entry(entry: str, config: dict[str, Any], cache: Any, data: Any,
                   entry_dir: str | os.PathLike, *, fingerprint: str | None = None,
                   batch_size: int | None = None,
-                  cache_root: str | os.PathLike | None = None) -> dict[str, Any]:
+                  cache_root: str | os.PathLike | None = None,
+                  devices: int | None = None) -> dict[str, Any]:
     """Extract (or load) features, choose C on val, predict val and test, write metrics.json.
 
     Args:
@@ -219,6 +239,7 @@ def run_svm_entry(entry: str, config: dict[str, Any], cache: Any, data: Any,
         fingerprint: the run's protocol fingerprint.
         batch_size: feature-extraction batch size (default svm.batch_size or training.batch_size).
         cache_root: root of the feature cache.
+        devices: feature extraction data-parallel on this many devices (None or 1: one).
 
     Returns:
         The metrics.json object.
@@ -234,7 +255,8 @@ def run_svm_entry(entry: str, config: dict[str, Any], cache: Any, data: Any,
     seed = int(config.get("seed", 0))
     batch_size = int(batch_size or svm.get("batch_size") or config["training"]["batch_size"])
     started = time.perf_counter()
-    features, meta = extract_features(cache, backbone, config, batch_size, cache_root)
+    features, meta = extract_features(cache, backbone, config, batch_size, cache_root,
+                                      devices=devices)
     extract_rate = float(meta.get("images_per_s") or 0.0)
     fit_started = time.perf_counter()
     model, C, scores = fit_svm(features[data.train.rows], data.train.labels,
@@ -256,6 +278,7 @@ def run_svm_entry(entry: str, config: dict[str, Any], cache: Any, data: Any,
         "error": None,
         "fingerprint": fingerprint,
         "batch_size": batch_size,
+        "devices": devices or 1,
         "image_size": int(cache.size),
         "weights": config.get("weights"),
         "train_seconds": round(time.perf_counter() - started, 3),

@@ -12,6 +12,13 @@ baseline) and writes models/<entry>/. Exit codes (the runner acts on them):
 In every failure case metrics.json records the status and the error message. Logging goes to
 stderr and is appended to RUNDIR/train.log, with one summary line per entry.
 
+Backends: the worker runs under TensorFlow or JAX (KERAS_BACKEND); under JAX it never imports
+TensorFlow. `--devices N` trains the one entry data-parallel on N devices of this machine
+(`training.distribution`; the batch size is the global one and must be a multiple of N). For a
+deterministic run under JAX the worker adds `--xla_gpu_deterministic_ops=true` to XLA_FLAGS before
+JAX starts (XLA on the CPU is deterministic anyway), and keeps XLA compilations on disk for the
+next worker (`_jax_compilation_cache`).
+
 For tests: $DERMBENCH_SIMULATE_OOM_ABOVE_BATCH=N makes any batch size above N run out of memory;
 $DERMBENCH_SIMULATE_NAN=1 makes every epoch's loss NaN.
 """
@@ -32,6 +39,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_OOM = 3
 EXIT_NAN = 4
+JAX_CACHE_DIR = "jax-compilation"
 _OOM_MARKERS = ("out of memory", "resource_exhausted", "resourceexhausted", "oom when allocating",
                 "failed to allocate")
 
@@ -63,6 +71,16 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return False
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training.worker",
                                      description="Train one entry of a prepared run directory.")
@@ -73,6 +91,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", metavar="DIR",
                         help="decoded-image cache root (default $DERMBENCH_CACHE or ~/.cache/dermbench)")
     parser.add_argument("--workers", type=int, metavar="N", help="image decoding processes")
+    parser.add_argument("--devices", type=_positive_int, metavar="N",
+                        help="train data-parallel on the first N devices (GPUs, else CPU "
+                             "devices); the batch size must be a multiple of N (default: 1)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                         help="Keras progress: 0 silent, 1 bar, 2 one line per epoch "
                              "(default: bar on a terminal, else one line)")
@@ -106,7 +127,7 @@ def _image_table(config: dict[str, Any]):
         from data_utils.synthetic import default_synthetic_dir, generate_synthetic
 
         n = int(config.get("synthetic_images") or 700)
-        seed = int(config.get("seed", 0))
+        seed = int(config.get("data_seed", config.get("seed", 0)))  # a grid replicate: the grid's seed
         root = Path(data_dir) if data_dir else default_synthetic_dir(n, seed)
         data_dir = generate_synthetic(root, n_images=n, seed=seed)
     if not data_dir:
@@ -120,7 +141,8 @@ def _image_table(config: dict[str, Any]):
 
 
 def run_entry(out: Path, entry: str, batch_size: int | None = None, cache_dir: str | None = None,
-              workers: int | None = None, verbose: Any = "auto") -> dict[str, Any]:
+              workers: int | None = None, verbose: Any = "auto",
+              devices: int | None = None) -> dict[str, Any]:
     """Train one entry of a prepared run directory (in this process).
 
     Args:
@@ -130,9 +152,15 @@ def run_entry(out: Path, entry: str, batch_size: int | None = None, cache_dir: s
         cache_dir: decoded-image cache root.
         workers: image decoding processes.
         verbose: Keras fit verbosity.
+        devices: data parallelism over this many devices (None or 1: one device).
 
     Returns:
         The entry's metrics.json object.
+
+    Raises:
+        RunDirError: an unprepared run directory or an entry it was not resolved for.
+        DevicesError: more devices than visible, or a batch size they do not divide.
+        Anything from training (the caller turns it into an exit code).
     """
     import pandas as pd
 
@@ -167,15 +195,76 @@ def run_entry(out: Path, entry: str, batch_size: int | None = None, cache_dir: s
         from training.svm_baseline import run_svm_entry
 
         return run_svm_entry(entry, config, cache, data, entry_dir, fingerprint=fingerprint,
-                             batch_size=batch_size, cache_root=cache_dir)
+                             batch_size=batch_size, cache_root=cache_dir, devices=devices)
     from training.protocol import train_entry
 
     return train_entry(entry, config, data, entry_dir, fingerprint=fingerprint,
-                       batch_size=batch_size, verbose=verbose)
+                       batch_size=batch_size, verbose=verbose, devices=devices)
+
+
+def _prepare_determinism(out: Path) -> None:
+    """Before JAX starts: deterministic XLA GPU kernels for a run with `deterministic` set.
+
+    XLA reads XLA_FLAGS when JAX initialises its backends (at the first computation), so the
+    flag is added here, before anything runs on the backend; nothing changes under other
+    backends, for non-deterministic runs, or once JAX has started (then `setup_backend` warns on
+    a GPU). XLA on the CPU is deterministic without it.
+    """
+    from data_utils.atomic import read_json
+
+    try:
+        deterministic = bool(read_json(out / "run.json")["config"].get("deterministic"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return  # run_entry reports the broken run.json
+    if not deterministic or "jax" in sys.modules and _jax_started():
+        return
+    import keras
+
+    from training.protocol import JAX_DETERMINISTIC_FLAG
+
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    if keras.backend.backend() == "jax" and JAX_DETERMINISTIC_FLAG not in flags:
+        os.environ["XLA_FLAGS"] = " ".join([*flags, JAX_DETERMINISTIC_FLAG])
+
+
+def _jax_compilation_cache(cache_dir: str | None) -> None:
+    """Under JAX: keep XLA compilations on disk, shared by every worker process.
+
+    Each entry trains in a fresh process, so JAX would compile everything again for every entry,
+    fold and seed: the many small initializer ops of a model build (inception_v3: about 30 s on
+    a CPU) and each train/predict step. With JAX's persistent compilation cache, later runs of
+    the same model load them instead (that build: about 8 s). The cache is
+    `<cache root>/jax-compilation` (a few MB per model, size and batch shape; delete it any
+    time). JAX's own variables win: $JAX_COMPILATION_CACHE_DIR picks another folder and
+    JAX_ENABLE_COMPILATION_CACHE=false turns it off. Nothing changes once JAX has started.
+    """
+    import keras
+
+    if keras.backend.backend() != "jax" or _jax_started():
+        return
+    import jax
+
+    from data_utils.cache import default_cache_root
+
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        root = Path(cache_dir).expanduser() if cache_dir else default_cache_root()
+        jax.config.update("jax_compilation_cache_dir", str(root / JAX_CACHE_DIR))
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def _jax_started() -> bool:
+    """Whether JAX has initialised its backends (True when that cannot be told)."""
+    try:
+        from jax._src import xla_bridge
+    except ImportError:
+        return True
+    initialized = getattr(xla_bridge, "backends_are_initialized", None)
+    return bool(initialized()) if callable(initialized) else True
 
 
 def _record_failure(out: Path, entry: str, status: str, message: str,
-                    batch_size: int | None) -> None:
+                    batch_size: int | None, devices: int | None = None) -> None:
     """metrics.json for a failed entry (never raises: the exit code still tells the runner)."""
     try:
         from data_utils.atomic import read_json
@@ -193,7 +282,7 @@ def _record_failure(out: Path, entry: str, status: str, message: str,
             return  # no folder for a name that is not an entry
         write_entry_metrics(out / "models" / entry, extra={
             "entry": entry, "status": status, "error": message, "fingerprint": fingerprint,
-            "kind": entry_kind(entry), "batch_size": batch_size})
+            "kind": entry_kind(entry), "batch_size": batch_size, "devices": devices or 1})
     except Exception:  # noqa: BLE001 - reporting the failure must not hide it
         logger.exception("could not record the failure of %s in metrics.json", entry)
 
@@ -207,9 +296,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     batch = args.batch_size
     try:
+        _prepare_determinism(out)
+        _jax_compilation_cache(args.cache_dir)
         verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
         metrics = run_entry(out, args.entry, batch_size=batch, cache_dir=args.cache_dir,
-                            workers=args.workers, verbose=verbose)
+                            workers=args.workers, verbose=verbose, devices=args.devices)
         status = metrics.get("status", "ok")
         best = metrics.get("best_val_balanced_accuracy")
         logger.info("%s: %s in %.1f s, best val balanced accuracy %s, batch size %s",
@@ -228,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.debug("%s", traceback.format_exc())
         if not oom:
             sys.stderr.write(traceback.format_exc())
-        _record_failure(out, args.entry, "failed", message, batch)
+        _record_failure(out, args.entry, "failed", message, batch, args.devices)
         return EXIT_OOM if oom else EXIT_FAILED
     finally:
         if handler is not None:
