@@ -27,7 +27,8 @@ class _OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (also used by the scripts in tools/)."""
     try:
         value = int(text)
     except ValueError:
@@ -48,7 +49,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def _fold_count(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value < 2:
         raise argparse.ArgumentTypeError(f"--folds needs at least 2 folds, got {text!r}")
     return value
@@ -159,15 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--allow-missing", action="store_true",
                       help="proceed without images listed in the metadata but missing on disk "
                            "(their count is recorded in dataset.json)")
-    data.add_argument("--synthetic-images", type=_positive_int, default=700, metavar="N",
+    data.add_argument("--synthetic-images", type=positive_int, default=700, metavar="N",
                       help="size of the generated synthetic dataset (default 700)")
-    data.add_argument("--image-size", type=_positive_int, metavar="PX",
+    data.add_argument("--image-size", type=positive_int, metavar="PX",
                       help="square input size; default: each backbone's native size (preset)")
     data.add_argument("--resize-mode", choices=("square", "crop"), default="square",
                       help="square: whole image resized to a square (default); crop: centre crop")
     data.add_argument("--cache-dir", metavar="DIR",
                       help="decoded-image cache (default $DERMBENCH_CACHE or ~/.cache/dermbench)")
-    data.add_argument("--workers", type=_positive_int, metavar="N",
+    data.add_argument("--workers", type=positive_int, metavar="N",
                       help="processes for decoding images (default: all cores)")
 
     train = parser.add_argument_group("training")
@@ -176,9 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "literal settings; smoke: CPU-sized, weights=None")
     train.add_argument("--models", nargs="+", metavar="NAME",
                        help="train only these entries (backbones or baselines)")
-    train.add_argument("--epochs", type=_positive_int, metavar="N",
+    train.add_argument("--epochs", type=positive_int, metavar="N",
                        help="epochs per phase (overrides the preset)")
-    train.add_argument("--batch-size", type=_positive_int, metavar="N",
+    train.add_argument("--batch-size", type=positive_int, metavar="N",
                        help="batch size (overrides the preset)")
     train.add_argument("--weights", metavar="none|imagenet|PATH",
                        help="initial backbone weights (overrides the preset)")
@@ -201,16 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
     execution.add_argument("--executor", choices=("local", "ray"), default="local",
                            help="local (default): jobs run in subprocesses on this machine; ray: "
                                 "each job is a Ray task (pip install 'dermbench[ray]')")
-    execution.add_argument("--jobs", type=_positive_int, metavar="N",
+    execution.add_argument("--jobs", type=positive_int, metavar="N",
                            help="local executor: jobs run at a time, each pinned to its own "
                                 "GPU(s) via CUDA_VISIBLE_DEVICES (default 1)")
     execution.add_argument("--ray-address", metavar="ADDR",
                            help="ray executor: the cluster to join (e.g. auto or "
                                 "ray://head:10001); default: a local Ray instance on 127.0.0.1")
-    execution.add_argument("--devices", type=_positive_int, metavar="N",
+    execution.add_argument("--devices", type=positive_int, metavar="N",
                            help="GPUs per job, data parallel (keras DataParallel under JAX, "
                                 "MirroredStrategy under TensorFlow); default 1")
-    execution.add_argument("--cpus-per-job", type=_positive_int, metavar="N",
+    execution.add_argument("--cpus-per-job", type=positive_int, metavar="N",
                            help="CPU threads (and Ray CPUs) per job on machines without GPUs "
                                 "(default: the cores divided among the parallel jobs)")
     execution.add_argument("--retries", type=_non_negative_int, default=1, metavar="N",
@@ -222,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ensemble members (default: the five backbones present in the run)")
     ens.add_argument("--rank-by", default="balanced_accuracy", metavar="METRIC",
                      help="metric that orders the report's ranking (default balanced_accuracy)")
-    ens.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N",
+    ens.add_argument("--bootstrap", type=positive_int, default=1000, metavar="N",
                      help="lesion-bootstrap resamples for confidence intervals (default 1000)")
     ens.add_argument("--tolerance", type=_probability, default=0.01, metavar="T",
                      help="--check: allowed drop per metric unless the baseline says otherwise")

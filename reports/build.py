@@ -166,7 +166,8 @@ def _fits(ranked: list[Entry]) -> dict[str, dict[str, Any]]:
 # figures
 
 
-def _figure_name(kind: str, entry: str) -> str:
+def figure_name(kind: str, entry: str) -> str:
+    """The figure file name for `kind` of `entry`, with unsafe characters replaced: roc_x.png."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in entry)
     return f"{kind}_{safe}.png"
 
@@ -212,8 +213,8 @@ def make_figures(
         [(e.name, test[e.name], _float(e.split_metrics("test").get("ece"))) for e in ranked],
         figures.reliability, "Reliability diagrams, test split")))
     for entry in ranked:
-        roc = folder / _figure_name("roc", entry.name)
-        confusion = folder / _figure_name("confusion", entry.name)
+        roc = folder / figure_name("roc", entry.name)
+        confusion = folder / figure_name("confusion", entry.name)
         figures.roc[entry.name] = roc
         figures.confusion[entry.name] = confusion
         jobs.append(("roc_per_class", (test[entry.name], f"{entry.name}: one-vs-rest ROC, test",
@@ -223,7 +224,7 @@ def make_figures(
     for entry in ranked:
         history = _read_history(entry.directory / HISTORY_FILE)
         if history is not None:
-            path = folder / _figure_name("history", entry.name)
+            path = folder / figure_name("history", entry.name)
             figures.history[entry.name] = path
             jobs.append(("training_curves", (history, f"{entry.name}: training curves", path)))
 

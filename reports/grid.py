@@ -31,7 +31,6 @@ from typing import Any
 from urllib.parse import quote
 
 import pandas as pd
-from tabulate import tabulate
 
 from data_utils.atomic import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from data_utils.errors import RunDirError
@@ -51,10 +50,12 @@ from reports.aggregate import (
     rank_aggregate,
     shared_jobs,
 )
+from reports.build import figure_name
 from reports.context import NOT_RECORDED, RunContext, read_context
 from reports.entry import METRICS_FILE, read_entry_metrics, write_entry_metrics
+from reports.markdown import fmt, fmt_p, licence_section, one_line, table
 from reports.metrics import LOWER_IS_BETTER, SUMMARY_METRICS, compute_metrics, metric_names
-from reports.references import CITATIONS, DISCLAIMER, LICENCE
+from reports.references import DISCLAIMER
 from reports.results import Entry, discover_entries, write_results_csv
 from reports.stats import ALPHA, REFERENCE_ENTRY
 
@@ -437,7 +438,7 @@ def build_grid_report(
         order = [e for e, r in zip(ranked["entry"], ranked["rank"], strict=True)
                  if not math.isnan(r)]
         if order:
-            path = run.figures_dir / f"jobs_{_safe(rank_by)}.png"
+            path = run.figures_dir / figure_name("jobs", rank_by)
             report.figure = jobs_chart(jobs, order, rank_by, path, highlight=REFERENCE_ENTRY)
     atomic_write_text(run.report_md, render_grid_report(report))
     log.info("grid report written to %s", run.report_md)
@@ -506,20 +507,6 @@ def render_grid_report(report: GridReport) -> str:
 # formatting helpers
 
 
-def fmt(value: Any, digits: int = 3) -> str:
-    """A number with `digits` decimals, "n/a" for missing/NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
-def fmt_p(value: float) -> str:
-    """A p-value: 4 decimals, "< 0.0001", or "n/a" for NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        return "n/a"
-    return "< 0.0001" if value < 1e-4 else f"{value:.4f}"
-
-
 def fmt_mean_sd(mean: Any, sd: Any, digits: int = 3) -> str:
     """'0.812 ± 0.013'; the mean alone when the sd is undefined (one job); "n/a" without jobs."""
     text = fmt(mean, digits)
@@ -528,21 +515,8 @@ def fmt_mean_sd(mean: Any, sd: Any, digits: int = 3) -> str:
     return text
 
 
-def _table(rows, headers) -> str:
-    return tabulate(list(rows), headers=list(headers), tablefmt="github", disable_numparse=True)
-
-
 def _rel(report: GridReport, path: Path) -> str:
     return quote(Path(os.path.relpath(path, report.run.root)).as_posix())
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def _direction(metric: str) -> str:
@@ -598,7 +572,7 @@ def _grid(report: GridReport) -> str:
         ("Date", ctx.date),
         ("Versions", ctx.versions),
     ]
-    out = ["## 1. Grid", _table(rows, ["", ""])]
+    out = ["## 1. Grid", table(rows, ["", ""])]
     failed = _failed_jobs(report)
     if failed:
         out.append(f"Failed or missing jobs ({len(failed)}), left out of the statistics:\n\n"
@@ -627,7 +601,7 @@ def _failed_jobs(report: GridReport) -> list[str]:
         test = bad[bad["split"] == "test"]
         row = (test if len(test) else bad).iloc[0]
         what = f"status {row['status']}" + ("" if len(test) else f" on {row['split']}")
-        error = f" ({_one_line(row['error'])})" if row["error"] else ""
+        error = f" ({one_line(row['error'])})" if row["error"] else ""
         lines.append(f"- `{entry}` in `{replicate_name(fold, seed)}`: {what}{error}")
     return lines
 
@@ -654,7 +628,7 @@ def _ranking(report: GridReport) -> str:
         ])
     note = ("Mean ± sample standard deviation (n - 1) over the finished jobs; one job has no "
             "standard deviation. Entries without a finished job are not ranked (-).")
-    return "\n\n".join([head, _table(rows, headers), note])
+    return "\n\n".join([head, table(rows, headers), note])
 
 
 def _aggregated(report: GridReport) -> str:
@@ -671,7 +645,7 @@ def _aggregated(report: GridReport) -> str:
             rows.append([entry, r["n_jobs"],
                          *(fmt_mean_sd(r.get(f"{m}_mean"), r.get(f"{m}_sd"))
                            for m in SHOWN_METRICS)])
-        body = _table(rows, ["Entry", "n", *SHOWN_METRICS.values()]) if rows else "No jobs."
+        body = table(rows, ["Entry", "n", *SHOWN_METRICS.values()]) if rows else "No jobs."
         if split == "test":
             out.append(f"### {title}\n\n{body}")
         else:
@@ -706,7 +680,7 @@ def _per_job(report: GridReport) -> str:
         row.append(fmt_mean_sd(agg[f"{rank_by}_mean"].iloc[0], agg[f"{rank_by}_sd"].iloc[0])
                    if len(agg) else "n/a")
         rows.append(row)
-    return "\n\n".join([head, _table(rows, ["Entry", *names, "Mean ± sd"])])
+    return "\n\n".join([head, table(rows, ["Entry", *names, "Mean ± sd"])])
 
 
 def _reference(report: GridReport) -> str:
@@ -751,7 +725,7 @@ def _reference(report: GridReport) -> str:
     ]
     if undefined:
         notes.append("p-values shown n/a (undefined): " + "; ".join(undefined) + ".")
-    return "\n\n".join([head, _plain_reading(report), _table(rows, headers), *notes])
+    return "\n\n".join([head, _plain_reading(report), table(rows, headers), *notes])
 
 
 def _plain_reading(report: GridReport) -> str:
@@ -823,12 +797,6 @@ def _reproducibility(report: GridReport) -> str:
         "and split); each replicate is a complete run directory: " + ", ".join(replicate_links)
         + ".",
         "",
-        "## Dataset licence and citation",
-        "",
-        LICENCE,
-        "",
-        *[f"- {c}" for c in CITATIONS],
-        "",
-        f"**{DISCLAIMER}**",
+        *licence_section(),
     ]
     return "\n".join(lines)

@@ -136,7 +136,8 @@ def fmt_count(value: Any) -> str:
 
 
 def fmt_p(value: float) -> str:
-    if math.isnan(value):
+    """A p-value: 4 decimals, "< 0.0001", or "n/a" for NaN or a missing value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         return "n/a"
     return "< 0.0001" if value < 1e-4 else f"{value:.4f}"
 
@@ -157,6 +158,12 @@ def rel_path(data: ReportData, path: Path) -> str:
 
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
     return tabulate(list(rows), headers=list(headers), tablefmt="github", disable_numparse=True)
+
+
+def licence_section() -> list[str]:
+    """The closing lines of every report: dataset licence, citations, disclaimer."""
+    return ["## Dataset licence and citation", "", LICENCE, "", *[f"- {c}" for c in CITATIONS], "",
+            f"**{DISCLAIMER}**"]
 
 
 def _test(entry: Entry) -> dict[str, Any]:
@@ -255,13 +262,14 @@ def _ranking(data: ReportData) -> str:
                 lines.append(f"- `{entry.name}`: no predictions_test.csv")
                 continue
             lines.append(f"- `{entry.name}`: status {entry.status}"
-                         + (f" ({_one_line(str(error))})" if error else ""))
+                         + (f" ({one_line(str(error))})" if error else ""))
         out.append("\n".join(lines))
     return "\n\n".join(out)
 
 
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
+def one_line(text: Any, limit: int = 200) -> str:
+    """`text` on one line, cut to `limit` characters with an ellipsis."""
+    text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -562,12 +570,6 @@ def _reproducibility(data: ReportData) -> str:
            "VASC`): " + ", ".join(link(data, p, n) for n, p in data.isic_exports.items())
            if data.isic_exports else "") + ".",
         "",
-        "## Dataset licence and citation",
-        "",
-        LICENCE,
-        "",
-        *[f"- {c}" for c in CITATIONS],
-        "",
-        f"**{DISCLAIMER}**",
+        *licence_section(),
     ]
     return "\n".join(lines)

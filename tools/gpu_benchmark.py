@@ -71,6 +71,7 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 
 import zoo  # noqa: E402  (the registry: no Keras import)
+from benchmark import positive_int  # noqa: E402  (argparse only)
 from data_utils.atomic import atomic_write_json  # noqa: E402
 from data_utils.classes import NUM_CLASSES  # noqa: E402
 from data_utils.errors import BenchmarkError  # noqa: E402
@@ -103,16 +104,6 @@ TABLE_COLUMNS = (
 
 # --- arguments ----------------------------------------------------------------------------------
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line.
 
@@ -131,11 +122,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backbones", nargs="+", metavar="NAME", default=list(BACKBONES),
                         help=f"backbones to measure (default: {' '.join(BACKBONES)}); "
                         f"registered: {', '.join(zoo.list_backbones())}")
-    parser.add_argument("--batch-size", type=_positive_int, default=32)
-    parser.add_argument("--steps", type=_positive_int, default=20, help="timed steps")
-    parser.add_argument("--warmup", type=_positive_int, default=3,
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--steps", type=positive_int, default=20, help="timed steps")
+    parser.add_argument("--warmup", type=positive_int, default=3,
                         help="untimed steps first (they include the compilation)")
-    parser.add_argument("--image-size", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--image-size", type=positive_int, default=None, metavar="N",
                         help="square size for every backbone instead of its native one")
     parser.add_argument("--precision", choices=("mixed", "float32"), default="mixed",
                         help="mixed = the mixed_float16 policy (default), float32")
@@ -150,7 +141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--in-process", action="store_true",
                         help="measure every backbone in this process instead of one child "
                         "process each (JAX's peak memory then accumulates)")
-    parser.add_argument("--timeout", type=_positive_int, default=900, metavar="S",
+    parser.add_argument("--timeout", type=positive_int, default=900, metavar="S",
                         help="seconds per backbone child process (default 900)")
     parser.add_argument("--json", type=Path, metavar="OUT.json",
                         help="also write the results here (atomically)")

@@ -152,7 +152,7 @@ def run_local(specs: Sequence[JobSpec], jobs: int = 1, devices: int | None = Non
         for index, spec in enumerate(specs, start=1):
             if on_start is not None:
                 on_start(index, spec)
-            outcome = run_job(_with_env(spec, environments[0], devices), console)
+            outcome = run_job(_with_env(spec, environments[0]), console)
             outcomes.append(outcome)
             if on_done is not None:
                 on_done(index, total, outcome)
@@ -171,7 +171,7 @@ def run_local(specs: Sequence[JobSpec], jobs: int = 1, devices: int | None = Non
             with lock:
                 on_start(position[id(spec)], spec)
         try:
-            outcome = run_job(_with_env(spec, environment, devices), None)
+            outcome = run_job(_with_env(spec, environment), None)
         finally:
             free.put(environment)
         with lock:
@@ -184,8 +184,8 @@ def run_local(specs: Sequence[JobSpec], jobs: int = 1, devices: int | None = Non
         return list(pool.map(work, specs))
 
 
-def _with_env(spec: JobSpec, environment: dict[str, str], devices: int | None) -> JobSpec:
-    return replace(spec, env={**spec.env, **environment}, devices=devices)
+def _with_env(spec: JobSpec, environment: dict[str, str]) -> JobSpec:
+    return replace(spec, env={**spec.env, **environment})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,7 +296,7 @@ def _run_tasks(ray: Any, specs: Sequence[JobSpec], devices: int | None,
         env = dict(spec.env)
         if not has_gpus:
             env["DERMBENCH_TASK_CPUS"] = str(cpus)
-        pending[task.remote(replace(spec, env=env, devices=devices))] = index
+        pending[task.remote(replace(spec, env=env))] = index
     outcomes: list[EntryOutcome | None] = [None] * len(specs)
     finished = 0
     while pending:

@@ -264,13 +264,12 @@ def _job_spec(run: RunDir, name: str, config: dict[str, Any], args: argparse.Nam
     # each get their own log beside their files, so their lines never interleave.
     log = run.train_log if _serial(args) else run.model_dir(name) / "train.log"
     cache_dir = getattr(args, "cache_dir", None)
+    retries = getattr(args, "retries", None)
     return JobSpec(
         run_root=os.fspath(run.root.resolve()), entry=name, config=config,
         cache_dir=os.fspath(Path(cache_dir).resolve()) if cache_dir else None,
         devices=getattr(args, "devices", None), log_path=os.fspath(log.resolve()),
-        retries=int(getattr(args, "retries", 1) if getattr(args, "retries", None) is not None
-                    else 1),
-        label=label or name)
+        retries=1 if retries is None else int(retries), label=label or name)
 
 
 def _execute(specs: list[JobSpec], args: argparse.Namespace,
