@@ -223,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ensemble members (default: the five backbones present in the run)")
     ens.add_argument("--rank-by", default="balanced_accuracy", metavar="METRIC",
                      help="metric that orders the report's ranking (default balanced_accuracy)")
+    ens.add_argument("--reference", metavar="NAME",
+                     help="the entry every other is compared with in the report's paired tests "
+                          "and comparisons.csv (default inception_resnet_v2; another name must be "
+                          "an entry with test predictions)")
     ens.add_argument("--bootstrap", type=positive_int, default=1000, metavar="N",
                      help="lesion-bootstrap resamples for confidence intervals (default 1000)")
     ens.add_argument("--tolerance", type=_probability, default=0.01, metavar="T",

@@ -84,6 +84,11 @@ class RunDir:
         return self.root / "results.csv"
 
     @property
+    def comparisons_csv(self) -> Path:
+        """The reference entry against every other, per metric (reports.comparisons)."""
+        return self.root / "comparisons.csv"
+
+    @property
     def report_md(self) -> Path:
         return self.root / "report.md"
 

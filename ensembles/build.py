@@ -179,10 +179,15 @@ def _metrics_extra(result: EnsembleResult) -> dict[str, Any]:
     }
     if result.val_in_sample:
         extra["val_note"] = IN_SAMPLE_NOTE
+    if isinstance(result.estimator, HardVoting):
+        # Vote shares are not probabilities: the metrics that need them are n/a for hard voting.
+        extra["probabilities"] = False
     if isinstance(result.estimator, WeightedVoting):
         extra["weights"] = dict(zip(result.members, result.estimator.weights_.tolist(), strict=True))
     if isinstance(result.estimator, Stacking):
         extra["C"] = result.estimator.C_
+    if isinstance(result.estimator, WeightedVoting | Stacking):
+        extra["objective"] = result.estimator.objective_
     return extra
 
 

@@ -46,6 +46,7 @@ def _refresh_reports(run_dir: Path, args: argparse.Namespace) -> None:
         rank_by=getattr(args, "rank_by", "balanced_accuracy"),
         n_resamples=getattr(args, "bootstrap", 1000),
         seed=getattr(args, "seed", 0),
+        reference=getattr(args, "reference", None),
     )
     logger.info("report: %s", report)
 

@@ -11,7 +11,10 @@ Layout (keys sorted on disk):
     fit_lesions     distinct lesions among them
     val_in_sample   true when predictions_val.csv holds images the ensemble was fit on
     params          the estimator's constructor parameters
-    state           the learned state (weights; or coef, intercept, meta_classes, C, clip, cv)
+    state           the learned state: weighted voting: weights, objective ("class-balanced log
+                    loss" by default), fit_log_loss (its value on the fit data); stacking: coef,
+                    intercept, meta_classes, C, clip, cv (scoring, folds, mean score per C),
+                    class_weight, objective
     member_files    {member: {split: {"path": ..., "sha256": ...}}}
     members_sha256  SHA-256 over all member files (name, split and file hash, in order)
 

@@ -5,8 +5,14 @@ seven class probabilities, clipped below at `clip` so that a zero probability st
 regularisation strength C is chosen by cross-validation within the fit data (the validation
 split, or the out-of-fold predictions when the run has K folds) with folds grouped by lesion, so
 that two images of one lesion never sit on both sides of a fold. The score is the multiclass log
-loss (a proper scoring rule: it rewards calibrated probabilities, which the report's AUC, Brier
-and ECE columns use too); ties go to the smallest C, i.e. the strongest regularisation.
+loss, class-balanced by default (a proper scoring rule: it rewards calibrated probabilities,
+which the report's AUC, Brier and ECE columns use too); ties go to the smallest C, i.e. the
+strongest regularisation.
+
+One prior convention: by default (`class_weight="balanced"`) the meta-model weights every row
+n / (n_classes_present * n_class), and the cross-validation score is the class-balanced log loss
+of each held-out fold (the same weights, from that fold's labels), so the probabilities target a
+uniform class prior like the class-balanced CNNs'. `class_weight=None` gives the plain log loss.
 
 Folds: `StratifiedGroupKFold` with `min(n_splits, number of lesions)` folds; when every class is
 too rare to stratify, `GroupKFold`. Folds whose training part holds fewer than two classes are
@@ -28,6 +34,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import GridSearchCV, GroupKFold, StratifiedGroupKFold
+from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 
 from data_utils.classes import CLASSES, NUM_CLASSES
@@ -38,7 +45,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CS: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 DEFAULT_CLIP = 1e-7
-CV_SCORING = "neg_log_loss"
+CLASS_WEIGHTS = ("balanced", None)
+# class_weight -> (the objective's name, GridSearchCV's scoring name in cv_).
+OBJECTIVES = {"balanced": ("class-balanced log loss", "neg_class_balanced_log_loss"),
+              None: ("log loss", "neg_log_loss")}
 
 
 def log_features(probas: np.ndarray, clip: float) -> np.ndarray:
@@ -86,13 +96,18 @@ def grouped_folds(
     return usable, info
 
 
-def _expanded_log_loss_scorer(labels: np.ndarray):
-    """A GridSearchCV scorer: negative log loss over `labels`, whatever classes a fold model saw."""
+def _expanded_log_loss_scorer(labels: np.ndarray, balanced: bool):
+    """A GridSearchCV scorer: negative log loss over `labels`, whatever classes a fold model saw.
+
+    With `balanced`, each held-out row is weighted n / (n_classes_present * n_class) from the
+    fold's own labels, so every class present in the fold weighs the same.
+    """
 
     def score(estimator: LogisticRegression, X: np.ndarray, y: np.ndarray) -> float:
         proba = np.zeros((len(X), len(labels)))
         proba[:, np.searchsorted(labels, estimator.classes_)] = estimator.predict_proba(X)
-        return -log_loss(y, proba, labels=labels)
+        weights = compute_sample_weight("balanced", y) if balanced else None
+        return -log_loss(y, proba, labels=labels, sample_weight=weights)
 
     return score
 
@@ -106,7 +121,8 @@ class Stacking(EnsembleEstimator):
         n_splits: the most cross-validation folds.
         default_C: C used when no cross-validation fold is usable.
         max_iter: lbfgs iteration limit.
-        class_weight: passed to LogisticRegression (None: plain log loss).
+        class_weight: "balanced" (the benchmark's convention: balanced LogisticRegression and a
+            class-balanced CV score) or None (plain log loss).
 
     Attributes:
         coef_: (n_meta_classes, n_members * 7) coefficients (two rows in the binary case).
@@ -114,7 +130,9 @@ class Stacking(EnsembleEstimator):
         meta_classes_: canonical indices of the classes present in the fit labels; the others
             get probability 0.
         C_: the chosen C.
-        cv_: JSON-ready record of the cross-validation (scheme, folds, mean score per C).
+        cv_: JSON-ready record of the cross-validation (scheme, folds, scoring, mean score
+            per C).
+        objective_: the name of the loss the meta-model and the choice of C minimise.
     """
 
     name = "stacking"
@@ -126,7 +144,7 @@ class Stacking(EnsembleEstimator):
         n_splits: int = 5,
         default_C: float = 1.0,
         max_iter: int = 1000,
-        class_weight: str | None = None,
+        class_weight: str | None = "balanced",
     ) -> None:
         self.Cs = Cs
         self.clip = clip
@@ -147,6 +165,10 @@ class Stacking(EnsembleEstimator):
     def _fit_single_threaded(self, probas: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
         if not 0 < self.clip < 1:
             raise EnsembleError(f"stacking: clip must lie in (0, 1), got {self.clip}")
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise EnsembleError(f"The 'class_weight' parameter of Stacking must be 'balanced' "
+                                f"or None. Got {self.class_weight!r} instead.")
+        objective, scoring = OBJECTIVES[self.class_weight]
         seen = np.unique(y)
         if len(seen) < 2:
             raise EnsembleError(
@@ -160,7 +182,7 @@ class Stacking(EnsembleEstimator):
             search = GridSearchCV(
                 self._meta_model(self.default_C),
                 {"C": cs},
-                scoring=_expanded_log_loss_scorer(seen),
+                scoring=_expanded_log_loss_scorer(seen, self.class_weight == "balanced"),
                 cv=folds,
                 refit=False,
                 error_score="raise",
@@ -169,11 +191,11 @@ class Stacking(EnsembleEstimator):
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 search.fit(X, y)
             best_c = float(search.best_params_["C"])
-            cv_info.update(scoring=CV_SCORING, Cs=cs,
+            cv_info.update(scoring=scoring, Cs=cs,
                            mean_scores=[float(s) for s in search.cv_results_["mean_test_score"]])
         else:
             best_c = float(self.default_C)
-            cv_info.update(scoring=CV_SCORING, Cs=cs, mean_scores=None)
+            cv_info.update(scoring=scoring, Cs=cs, mean_scores=None)
             logger.warning("stacking: no cross-validation possible (%s); using C=%s",
                            cv_info["reason"], best_c)
         with warnings.catch_warnings(record=True) as caught:
@@ -194,6 +216,7 @@ class Stacking(EnsembleEstimator):
         self.meta_classes_ = seen.astype(np.int64)
         self.C_ = best_c
         self.cv_ = cv_info
+        self.objective_ = objective
 
     def _predict_proba(self, probas: np.ndarray) -> np.ndarray:
         X = log_features(probas, self.clip)
@@ -204,7 +227,7 @@ class Stacking(EnsembleEstimator):
         return out
 
     def get_state(self) -> dict[str, Any]:
-        """Coefficients, intercepts, meta classes (names), C, clip and the CV record."""
+        """Coefficients, intercepts, meta classes (names), C, clip, objective and the CV record."""
         state = super().get_state()
         state.update(
             coef=self.coef_.tolist(),
@@ -213,6 +236,8 @@ class Stacking(EnsembleEstimator):
             C=self.C_,
             clip=self.clip,
             cv=self.cv_,
+            class_weight=self.class_weight,
+            objective=self.objective_,
             features=f"member-major log(clip(p, {self.clip}, 1)) of the {NUM_CLASSES} canonical "
                      "classes",
         )
@@ -237,4 +262,7 @@ class Stacking(EnsembleEstimator):
         self.C_ = float(state["C"])
         self.clip = float(state["clip"])
         self.cv_ = state.get("cv", {})
+        # fit.json files written before the class-balanced convention lack the key: they were fit
+        # with the plain log loss.
+        self.objective_ = str(state.get("objective", OBJECTIVES[None][0]))
         return self

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
+from sklearn.utils.class_weight import compute_sample_weight
 
 from data_utils.classes import NUM_CLASSES
 from ensembles.base import EnsembleEstimator, check_member_probas
@@ -32,10 +33,12 @@ class HardVoting(EnsembleEstimator):
     """Majority vote of the members' argmax classes. Nothing is learned.
 
     Each member votes for its argmax class (a member's own exact tie goes to the lowest class
-    index). `predict_proba` returns vote shares (votes / n_members). `predict` returns the class
-    with most votes; a tie between classes goes to the one with the highest mean member
-    probability, and a tie on that too to the lowest class index in canonical order. Because
-    shares can tie, the ensemble's prediction files always carry the `prediction` column.
+    index). `predict_proba` returns vote shares (votes / n_members); they are not probabilities,
+    so the ensemble's metrics.json says "probabilities": false and the metrics that need
+    probabilities (AUC, log loss, Brier, ECE, ROC, reliability) are n/a for it. `predict`
+    returns the class with most votes; a tie between classes goes to the one with the highest
+    mean member probability, and a tie on that too to the lowest class index in canonical order.
+    Because shares can tie, the ensemble's prediction files always carry the `prediction` column.
     """
 
     name = "hard_voting"
@@ -71,44 +74,69 @@ def _true_class_probas(probas: np.ndarray, y: np.ndarray) -> np.ndarray:
 # Mixture probabilities are floored here before the log, as sklearn.metrics.log_loss does.
 _LOG_FLOOR = 1e-15
 
+CLASS_WEIGHTS = ("balanced", None)
+OBJECTIVES = {"balanced": "class-balanced log loss", None: "log loss"}
 
-def _log_loss_and_grad(weights: np.ndarray, true_probas: np.ndarray) -> tuple[float, np.ndarray]:
+
+def _log_loss_and_grad(weights: np.ndarray, true_probas: np.ndarray,
+                       row_weights: np.ndarray) -> tuple[float, np.ndarray]:
+    """The row-weighted mean log loss of the mixture and its gradient in the member weights.
+
+    Args:
+        weights: (n_members,) mixture weights.
+        true_probas: (n_samples, n_members) each member's probability of the true class.
+        row_weights: (n_samples,) non-negative row weights; the loss is their weighted mean.
+    """
     mixture = np.maximum(true_probas @ weights, _LOG_FLOOR)
-    loss = -np.mean(np.log(mixture))
-    grad = -np.mean(true_probas / mixture[:, None], axis=0)
+    total = row_weights.sum()
+    loss = -(row_weights @ np.log(mixture)) / total
+    grad = -(row_weights / mixture) @ true_probas / total
     return float(loss), grad
 
 
 class WeightedVoting(EnsembleEstimator):
     """A weighted mean of the members' probabilities, weights >= 0 summing to 1.
 
-    The weights minimise the multiclass log loss of the weighted mean on the fit data (the
-    validation predictions). The loss is convex in the weights, so SLSQP on the simplex from equal
-    weights finds the global minimum deterministically.
+    The weights minimise the class-balanced multiclass log loss of the weighted mean on the fit
+    data (the validation predictions): each row is weighted n / (n_classes_present * n_class),
+    scikit-learn's "balanced", so every class counts as much as every other, the prior the
+    class-balanced CNNs target. The loss is convex in the weights, so SLSQP on the simplex from
+    equal weights finds the global minimum deterministically.
 
     Parameters:
         tol: SLSQP's tolerance.
         max_iter: SLSQP's iteration limit.
+        class_weight: "balanced" (the benchmark's convention) or None (plain log loss, the
+            training frequencies' prior).
 
     Attributes:
         weights_: (n_members,) the learned weights.
-        fit_log_loss_: the log loss at `weights_` on the fit data.
+        fit_log_loss_: the objective (class-balanced log loss, or plain with class_weight=None)
+            at `weights_` on the fit data.
+        objective_: the objective's name.
     """
 
     name = "weighted_voting"
 
-    def __init__(self, tol: float = 1e-10, max_iter: int = 1000) -> None:
+    def __init__(self, tol: float = 1e-10, max_iter: int = 1000,
+                 class_weight: str | None = "balanced") -> None:
         self.tol = tol
         self.max_iter = max_iter
+        self.class_weight = class_weight
 
     def _fit(self, probas: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise EnsembleError(f"The 'class_weight' parameter of WeightedVoting must be "
+                                f"'balanced' or None. Got {self.class_weight!r} instead.")
         true_probas = _true_class_probas(probas, y)
+        row_weights = (compute_sample_weight("balanced", y) if self.class_weight == "balanced"
+                       else np.ones(len(y)))
         n_members = probas.shape[0]
         uniform = np.full(n_members, 1.0 / n_members)
         result = minimize(
             _log_loss_and_grad,
             uniform,
-            args=(true_probas,),
+            args=(true_probas, row_weights),
             jac=True,
             method="SLSQP",
             bounds=[(0.0, 1.0)] * n_members,
@@ -118,8 +146,8 @@ class WeightedVoting(EnsembleEstimator):
         # SLSQP leaves round-off (~1e-16) where the optimum puts a member at exactly zero.
         weights = np.where(result.x > 1e-12, result.x, 0.0)
         weights = weights / weights.sum()
-        loss, _ = _log_loss_and_grad(weights, true_probas)
-        uniform_loss, _ = _log_loss_and_grad(uniform, true_probas)
+        loss, _ = _log_loss_and_grad(weights, true_probas, row_weights)
+        uniform_loss, _ = _log_loss_and_grad(uniform, true_probas, row_weights)
         if not result.success:
             logger.warning("weighted_voting: SLSQP did not converge (%s)", result.message)
         if loss > uniform_loss:
@@ -128,14 +156,16 @@ class WeightedVoting(EnsembleEstimator):
             weights, loss = uniform, uniform_loss
         self.weights_ = weights
         self.fit_log_loss_ = loss
+        self.objective_ = OBJECTIVES[self.class_weight]
 
     def _predict_proba(self, probas: np.ndarray) -> np.ndarray:
         return np.tensordot(self.weights_, probas, axes=1)
 
     def get_state(self) -> dict[str, Any]:
-        """Member count, fit size, weights and fit log loss (JSON-ready)."""
+        """Member count, fit size, weights, the objective's name and its value (JSON-ready)."""
         state = super().get_state()
-        state.update(weights=self.weights_.tolist(), fit_log_loss=self.fit_log_loss_)
+        state.update(weights=self.weights_.tolist(), fit_log_loss=self.fit_log_loss_,
+                     objective=self.objective_)
         return state
 
     def set_state(self, state: dict[str, Any]) -> WeightedVoting:
@@ -149,4 +179,6 @@ class WeightedVoting(EnsembleEstimator):
             )
         self.weights_ = weights
         self.fit_log_loss_ = float(state["fit_log_loss"])
+        # fit.json files written before the class-balanced objective lack the key: plain log loss.
+        self.objective_ = str(state.get("objective", OBJECTIVES[None]))
         return self

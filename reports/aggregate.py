@@ -1,4 +1,4 @@
-"""A grid run's numbers over jobs: the per-job table, per-entry statistics, ranking, paired tests.
+"""A grid run's numbers over jobs: the per-job table, per-entry statistics, ranking, pairing.
 
 A grid run (`--seeds 0,1,2` and/or `--folds K`) trains every entry once per replicate (fold,
 seed); one entry in one replicate is a *job*. This module is pure (DataFrames and Predictions in,
@@ -12,29 +12,23 @@ DataFrames and dataclasses out); reports.grid reads the replicates and writes th
   finite values of the ok jobs.
 - Ranking: by the mean of the ranking metric on test, best first (lowest first for the
   lower-is-better metrics of reports.metrics.LOWER_IS_BETTER); entries without an ok job last.
-- Paired tests of the reference entry (InceptionResNetV2) against every other entry on the jobs
-  both finished (same fold and seed, both ok): mean differences reference - other, wins / ties /
-  losses, the paired t-test and the Wilcoxon signed-rank test, each Holm-adjusted over the
-  comparisons; optionally McNemar's exact test on the pooled per-image correctness of those jobs.
+- Pairing: `shared_jobs` gives the jobs two entries both finished (same fold and seed, both ok);
+  the tests over those pairs live in reports.grid_stats (valid for repeated K-fold).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import ttest_rel, wilcoxon
 
-from data_utils.predictions import Predictions
 from data_utils.rundir import SPLITS, replicate_name
 from reports.metrics import LOWER_IS_BETTER, SUMMARY_METRICS
 from reports.results import Entry
-from reports.stats import REFERENCE_ENTRY, McNemarResult, align, holm, mcnemar_exact
+from reports.stats import REFERENCE_ENTRY
 
 OK = "ok"
 MISSING = "missing"
@@ -43,7 +37,6 @@ JOB_ID_COLUMNS = ("entry", "kind", "fold", "seed", "replicate", "split", "status
 COUNT_METRICS = ("n_images", "n_lesions")
 AGGREGATE_METRICS = tuple(m for m in SUMMARY_METRICS if m not in COUNT_METRICS)
 STATISTICS = ("mean", "sd", "min", "max")
-DIFF_METRICS = ("balanced_accuracy", "accuracy")
 TIE_TOLERANCE = 1e-12
 
 
@@ -137,7 +130,7 @@ def complete_grid(jobs: pd.DataFrame, replicates: Sequence[tuple[int, int]]) -> 
     if not len(jobs):
         return jobs
     present = set(zip(jobs["entry"], jobs["fold"], jobs["seed"], jobs["split"], strict=True))
-    kinds = _entry_kinds(jobs)
+    kinds = entry_kinds(jobs)
     added = []
     for entry in dict.fromkeys(jobs["entry"]):
         for fold, seed in replicates:
@@ -168,7 +161,7 @@ def aggregate_jobs(jobs: pd.DataFrame, metrics: Sequence[str] | None = None) -> 
     metrics = [m for m in (AGGREGATE_METRICS if metrics is None else metrics) if m in jobs.columns]
     columns = ["entry", "kind", "split", "n_jobs", "n_failed",
                *(f"{m}_{s}" for m in metrics for s in STATISTICS)]
-    kinds = _entry_kinds(jobs)
+    kinds = entry_kinds(jobs)
     rows = []
     for entry in dict.fromkeys(jobs["entry"]):
         for split in SPLITS:
@@ -245,49 +238,6 @@ def better(difference: float, metric: str) -> int:
     return 1 if favours_reference else -1
 
 
-@dataclass(frozen=True)
-class PairedTest:
-    """The reference entry against one other entry over the jobs both finished.
-
-    Attributes:
-        other: the other entry's name.
-        kind: its kind.
-        metric: the metric tested (the ranking metric).
-        pairs: (fold, seed) of the paired jobs.
-        mean_diff: metric -> mean over the pairs of (reference - other).
-        wins, ties, losses: pairs where the reference is better / equal / worse on `metric`
-            (lower is better for LOWER_IS_BETTER metrics).
-        t_statistic, t_p: paired t-test (scipy.stats.ttest_rel) of `metric`, two-sided.
-        wilcoxon_p: Wilcoxon signed-rank test (scipy.stats.wilcoxon, zero differences dropped).
-        note: why a p-value is NaN ("" when both are defined).
-        t_p_holm, wilcoxon_p_holm: Holm-adjusted over all comparisons.
-        mcnemar: McNemar's exact test on the pooled per-image correctness of the paired jobs' test
-            predictions (None when not computed).
-        mcnemar_p_holm: its Holm-adjusted p-value.
-    """
-
-    other: str
-    kind: str
-    metric: str
-    pairs: tuple[tuple[int, int], ...]
-    mean_diff: dict[str, float]
-    wins: int
-    ties: int
-    losses: int
-    t_statistic: float
-    t_p: float
-    wilcoxon_p: float
-    note: str = ""
-    t_p_holm: float = math.nan
-    wilcoxon_p_holm: float = math.nan
-    mcnemar: McNemarResult | None = None
-    mcnemar_p_holm: float = math.nan
-
-    @property
-    def n_pairs(self) -> int:
-        return len(self.pairs)
-
-
 def shared_jobs(
     jobs: pd.DataFrame, other: str, metric: str, reference: str = REFERENCE_ENTRY,
     split: str = "test",
@@ -304,153 +254,25 @@ def shared_jobs(
     Returns:
         The shared (fold, seed) pairs, sorted.
     """
-    ref = _ok_values(jobs, reference, metric, split)
-    oth = _ok_values(jobs, other, metric, split)
+    ref = ok_values(jobs, reference, metric, split)
+    oth = ok_values(jobs, other, metric, split)
     return sorted(set(ref) & set(oth))
 
 
-def paired_tests(
-    jobs: pd.DataFrame,
-    metric: str = "balanced_accuracy",
-    reference: str = REFERENCE_ENTRY,
-    split: str = "test",
-    mcnemar: Mapping[str, McNemarResult | None] | None = None,
-) -> list[PairedTest]:
-    """The reference entry against every other entry of the job table, paired by job.
+def ok_values(
+    jobs: pd.DataFrame, entry: str, metric: str, split: str
+) -> dict[tuple[int, int], float]:
+    """(fold, seed) -> finite `metric` of the entry's ok jobs on `split`.
 
     Args:
         jobs: the job table.
-        metric: the tested metric (the ranking metric).
-        reference: the reference entry.
-        split: the split compared.
-        mcnemar: other entry -> pooled McNemar result (see `pooled_mcnemar`), optional.
+        entry: the entry.
+        metric: the metric column ({} when the table has none).
+        split: the split.
 
     Returns:
-        One PairedTest per other entry (entries without a shared job included, with n_pairs 0),
-        in the order of first appearance in `jobs`; the t-test, Wilcoxon and McNemar p-values
-        are each Holm-adjusted over the comparisons that have one. [] when the table has no job
-        of the reference entry.
+        The finite values of the entry's ok rows, keyed by (fold, seed).
     """
-    if reference not in set(jobs["entry"]):
-        return []
-    kinds = _entry_kinds(jobs)
-    diff_metrics = list(dict.fromkeys([metric, *DIFF_METRICS]))
-    tests = []
-    for other in dict.fromkeys(jobs["entry"]):
-        if other == reference:
-            continue
-        pairs = shared_jobs(jobs, other, metric, reference, split)
-        ref = _ok_values(jobs, reference, metric, split)
-        oth = _ok_values(jobs, other, metric, split)
-        a = np.array([ref[p] for p in pairs], dtype=np.float64)
-        b = np.array([oth[p] for p in pairs], dtype=np.float64)
-        mean_diff = {name: _mean_difference(jobs, reference, other, name, split, pairs)
-                     for name in diff_metrics}
-        outcomes = [better(d, metric) for d in a - b]
-        t_stat, t_p, t_note = paired_t_test(a, b)
-        w_p, w_note = wilcoxon_test(a, b)
-        note = t_note if t_note == w_note else "; ".join(n for n in (t_note, w_note) if n)
-        tests.append(PairedTest(
-            other=other, kind=kinds[other], metric=metric, pairs=tuple(pairs),
-            mean_diff=mean_diff, wins=outcomes.count(1), ties=outcomes.count(0),
-            losses=outcomes.count(-1), t_statistic=t_stat, t_p=t_p, wilcoxon_p=w_p, note=note,
-            mcnemar=(mcnemar or {}).get(other),
-        ))
-    return _holm_adjust(tests)
-
-
-def paired_t_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
-    """Paired t-test of a against b (two-sided), NaN where it is undefined.
-
-    Args:
-        a, b: paired values (same length).
-
-    Returns:
-        (t, p, note): NaN t and p with a note for fewer than two pairs, all differences zero, or
-        all differences equal (zero spread: t is infinite); else scipy.stats.ttest_rel and "".
-    """
-    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    if diff.size < 2:
-        return math.nan, math.nan, "fewer than 2 paired jobs"
-    if np.all(np.abs(diff) <= TIE_TOLERANCE):
-        return math.nan, math.nan, "all paired differences are zero"
-    if np.ptp(diff) <= TIE_TOLERANCE:
-        return math.nan, math.nan, "all paired differences are equal (t undefined)"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = ttest_rel(a, b)
-    return float(result.statistic), float(result.pvalue), ""
-
-
-def wilcoxon_test(a: np.ndarray, b: np.ndarray) -> tuple[float, str]:
-    """Wilcoxon signed-rank test of a against b (two-sided; zero differences dropped).
-
-    Args:
-        a, b: paired values (same length).
-
-    Returns:
-        (p, note): NaN with a note for fewer than two pairs or all differences zero; else
-        scipy.stats.wilcoxon's p-value (exact for small samples without ties) and "".
-    """
-    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    if diff.size < 2:
-        return math.nan, "fewer than 2 paired jobs"
-    diff = np.where(np.abs(diff) <= TIE_TOLERANCE, 0.0, diff)
-    if not np.any(diff):
-        return math.nan, "all paired differences are zero"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", (RuntimeWarning, UserWarning))
-        result = wilcoxon(diff)
-    return float(result.pvalue), ""
-
-
-def pooled_mcnemar(pairs: Iterable[tuple[Predictions, Predictions]]) -> McNemarResult | None:
-    """McNemar's exact test on per-image correctness pooled over jobs.
-
-    Each (reference, other) pair of one job is restricted to the images both predicted; the
-    correctness vectors of all jobs are concatenated. Jobs of one fold share their test images,
-    so the pooled images are not independent: read the p-value as descriptive.
-
-    Args:
-        pairs: (reference predictions, other predictions) of each shared job, on one split.
-
-    Returns:
-        The test on the pooled images, or None when no pair shares an image.
-    """
-    correct_a, correct_b = [], []
-    for reference, other in pairs:
-        ref, oth = align(reference, other)
-        correct_a.append(ref.y_pred == ref.y_true)
-        correct_b.append(oth.y_pred == oth.y_true)
-    if not correct_a or not sum(len(c) for c in correct_a):
-        return None
-    return mcnemar_exact(np.concatenate(correct_a), np.concatenate(correct_b))
-
-
-def _holm_adjust(tests: list[PairedTest]) -> list[PairedTest]:
-    t_holm = holm([t.t_p for t in tests])
-    w_holm = holm([t.wilcoxon_p for t in tests])
-    m_holm = holm([t.mcnemar.p_value if t.mcnemar is not None else math.nan for t in tests])
-    return [replace(t, t_p_holm=tp, wilcoxon_p_holm=wp, mcnemar_p_holm=mp)
-            for t, tp, wp, mp in zip(tests, t_holm, w_holm, m_holm, strict=True)]
-
-
-def _mean_difference(
-    jobs: pd.DataFrame, reference: str, other: str, metric: str, split: str,
-    pairs: Sequence[tuple[int, int]],
-) -> float:
-    if metric not in jobs.columns:
-        return math.nan
-    ref = _ok_values(jobs, reference, metric, split)
-    oth = _ok_values(jobs, other, metric, split)
-    diffs = [ref[p] - oth[p] for p in pairs if p in ref and p in oth]
-    return float(np.mean(diffs)) if diffs else math.nan
-
-
-def _ok_values(
-    jobs: pd.DataFrame, entry: str, metric: str, split: str
-) -> dict[tuple[int, int], float]:
-    """(fold, seed) -> finite `metric` of the entry's ok jobs on `split`."""
     if metric not in jobs.columns:
         return {}
     rows = jobs[(jobs["entry"] == entry) & (jobs["split"] == split) & (jobs["status"] == OK)]
@@ -462,7 +284,7 @@ def _ok_values(
     return values
 
 
-def _entry_kinds(jobs: pd.DataFrame) -> dict[str, str]:
+def entry_kinds(jobs: pd.DataFrame) -> dict[str, str]:
     """entry -> its kind: the first non-empty kind of its ok rows, else of any row."""
     kinds: dict[str, str] = {}
     for only_ok in (True, False):

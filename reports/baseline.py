@@ -28,9 +28,9 @@ from typing import Any
 
 from data_utils.atomic import atomic_write_json
 from data_utils.errors import BenchmarkError, RunDirError
-from data_utils.predictions import read_predictions
-from data_utils.rundir import SPLITS, RunDir
-from reports.metrics import LOWER_IS_BETTER, compute_metrics
+from data_utils.rundir import RunDir
+from reports.entry import entry_inputs
+from reports.metrics import LOWER_IS_BETTER
 from reports.results import discover_entries
 
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_auc", "macro_f1", "log_loss")
@@ -84,11 +84,9 @@ def run_metrics(run: RunDir) -> dict[str, float]:
         return grid_run_metrics(run)
     values: dict[str, float] = {}
     for entry in discover_entries(run):
-        for split in SPLITS:
-            path = RunDir.predictions_file(entry.directory, split)
-            if not path.is_file():
-                continue
-            metrics = compute_metrics(read_predictions(path))
+        # The same conventions as metrics.json (calibration prior, no probability metrics for
+        # hard voting, the validation operating point), recomputed from the prediction files.
+        for split, metrics in entry_inputs(entry.directory).split_metrics().items():
             for name in HEADLINE_METRICS:
                 values[f"{entry.name}/{split}/{name}"] = metrics[name]
     if not values:

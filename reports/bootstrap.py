@@ -60,29 +60,53 @@ class LesionBootstrap:
         np.add.at(out, self.codes, values)
         return out
 
+    def image_mean(self, values: np.ndarray) -> np.ndarray:
+        """(n_resamples,) mean of a per-image value (n,) over the images of each resample."""
+        images = np.bincount(self.codes, minlength=self.n_lesions).astype(np.float64)
+        total = self.counts @ self.per_lesion(np.asarray(values, dtype=np.float64))
+        return total / (self.counts @ images)
+
     def accuracy(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
         """(n_resamples,) accuracy in each resample."""
-        correct = self.per_lesion((y_true == y_pred).astype(np.float64))
-        images = np.bincount(self.codes, minlength=self.n_lesions).astype(np.float64)
-        return (self.counts @ correct) / (self.counts @ images)
+        return self.image_mean(y_true == y_pred)
 
-    def balanced_accuracy(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-        """(n_resamples,) mean recall over the classes present in each resample."""
+    def class_recalls(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+        """(n_resamples, 7) recall of each class in each resample (NaN: class not drawn)."""
         onehot = np.eye(NUM_CLASSES)[y_true]
         support = self.counts @ self.per_lesion(onehot)
         hits = self.counts @ self.per_lesion(onehot * (y_true == y_pred)[:, None])
         with np.errstate(invalid="ignore", divide="ignore"):
-            recall = hits / support
-        return _nanmean_rows(recall)
+            return hits / support
+
+    def balanced_accuracy(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+        """(n_resamples,) mean recall over the classes present in each resample."""
+        return _nanmean_rows(self.class_recalls(y_true, y_pred))
+
+    def macro_f1(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+        """(n_resamples,) mean F1 over the classes present in each resample.
+
+        F1 of class k = 2 TP / (predicted_k + support_k), the convention of `reports.metrics`
+        (a present class that is never predicted scores 0).
+        """
+        eye = np.eye(NUM_CLASSES)
+        true_hot, pred_hot = eye[y_true], eye[y_pred]
+        support = self.counts @ self.per_lesion(true_hot)
+        predicted = self.counts @ self.per_lesion(pred_hot)
+        hits = self.counts @ self.per_lesion(true_hot * (y_true == y_pred)[:, None])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = np.where(support > 0, 2.0 * hits / (predicted + support), np.nan)
+        return _nanmean_rows(f1)
+
+    def class_auc(self, y_true: np.ndarray, proba: np.ndarray, k: int) -> np.ndarray:
+        """(n_resamples,) one-vs-rest AUC of class k (NaN where a resample lacks either side)."""
+        positive = y_true == k
+        if not positive.any() or positive.all():
+            return np.full(self.counts.shape[0], np.nan)
+        return weighted_auc(positive, proba[:, k], self.image_weights())
 
     def macro_auc(self, y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
         """(n_resamples,) mean one-vs-rest AUC over the classes with positives and negatives."""
-        weights = self.image_weights()
-        aucs = np.full((weights.shape[0], NUM_CLASSES), np.nan)
-        for k in range(NUM_CLASSES):
-            positive = y_true == k
-            if positive.any() and not positive.all():
-                aucs[:, k] = weighted_auc(positive, proba[:, k], weights)
+        aucs = np.stack([self.class_auc(y_true, proba, k) for k in range(NUM_CLASSES)], axis=1)
         return _nanmean_rows(aucs)
 
     def metric_samples(

@@ -1,5 +1,6 @@
 """Build the whole report from a run directory: metrics.json per entry, results.csv, the ISIC 2018
-exports, the paired statistics, the figures and report.md. Needs no TensorFlow/Keras."""
+exports, the paired statistics (comparisons.csv), the figures and report.md. Needs no
+TensorFlow/Keras."""
 
 from __future__ import annotations
 
@@ -15,14 +16,22 @@ import pandas as pd
 
 from data_utils.atomic import atomic_write_text, read_json
 from data_utils.errors import BenchmarkError, RunDirError
-from data_utils.predictions import export_isic
+from data_utils.predictions import Predictions, export_isic
 from data_utils.rundir import RunDir
+from reports.calibration import CalibrationPrior
+from reports.comparisons import (
+    ComparisonRow,
+    Contender,
+    compare_entries,
+    comparison_metrics,
+    write_comparisons_csv,
+)
 from reports.context import read_context
 from reports.entry import write_entry_metrics
 from reports.markdown import Figures, ReportData, render_report
 from reports.metrics import LOWER_IS_BETTER, metric_names
 from reports.results import Entry, discover_entries, write_results_csv
-from reports.stats import REFERENCE_ENTRY, compare_all
+from reports.stats import REFERENCE_ENTRY
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +43,14 @@ class ReportError(BenchmarkError, ValueError):
     """A report option the run cannot honour (e.g. an unknown --rank-by metric)."""
 
 
+# Computed but not a quality: counts and the chosen threshold itself.
+_NOT_RANKABLE = ("n_images", "n_lesions", "mel_val_threshold_spec90")
+
+
 def rankable_metrics() -> list[str]:
-    """Metrics --rank-by accepts: every computed metric except counts and supports."""
+    """Metrics --rank-by accepts: every computed metric except counts, supports and thresholds."""
     return [m for m in metric_names()
-            if m not in ("n_images", "n_lesions") and not m.startswith("support_")]
+            if m not in _NOT_RANKABLE and not m.startswith("support_")]
 
 
 def check_rank_by(rank_by: str) -> None:
@@ -47,6 +60,22 @@ def check_rank_by(rank_by: str) -> None:
         raise ReportError(
             f"--rank-by {rank_by!r} is not a metric of this report; choose one of: "
             f"{', '.join(valid)}"
+        )
+
+
+def check_reference(reference: str, entries: list[Entry], run: RunDir) -> None:
+    """Raise ReportError listing the entries when `reference` has no test predictions.
+
+    Args:
+        reference: the --reference name.
+        entries: the run's entries.
+        run: the run directory (named in the message).
+    """
+    tested = [e.name for e in entries if e.has_split("test")]
+    if reference not in tested:
+        raise ReportError(
+            f"--reference {reference!r} is not an entry with test predictions in {run.root}; "
+            f"choose one of: {', '.join(tested) or '(none)'}"
         )
 
 
@@ -70,8 +99,10 @@ def build_report(
     seed: int = 0,
     processes: int | None = None,
     figures: bool = True,
+    reference: str | None = None,
 ) -> Path:
-    """Regenerate metrics.json of every entry, results.csv, ISIC exports, figures and report.md.
+    """Regenerate metrics.json of every entry, results.csv, comparisons.csv, ISIC exports, figures
+    and report.md.
 
     A grid root (it has replicates/) gets the grid report instead: `reports.grid.build_grid_report`
     (per-replicate metrics refreshed, jobs.csv, aggregated results.csv, report.md over jobs).
@@ -83,12 +114,16 @@ def build_report(
         seed: bootstrap seed.
         processes: worker processes for the figures (default: up to 4, by CPU count; 1 = serial).
         figures: draw the figures (False: report.md says they were skipped; for quick checks).
+        reference: the entry every other is compared with (None: `REFERENCE_ENTRY`). When the
+            run lacks `REFERENCE_ENTRY` the comparisons are skipped and the report says so; any
+            other name must be an entry with test predictions.
 
     Returns:
         The path of report.md.
 
     Raises:
-        ReportError: unknown `rank_by`.
+        ReportError: unknown `rank_by`, or a `reference` other than `REFERENCE_ENTRY` without
+            test predictions.
         RunDirError: the directory is missing or holds no prediction file.
         PredictionFileError: a prediction file breaks the contract.
     """
@@ -98,7 +133,7 @@ def build_report(
         from reports.grid import build_grid_report
 
         return build_grid_report(run.root, rank_by=rank_by, n_resamples=n_resamples, seed=seed,
-                                 figures=figures)
+                                 figures=figures, reference=reference or REFERENCE_ENTRY)
     if not run.root.is_dir():
         raise RunDirError(f"{run.root}: no such run directory; pass the --out of a finished run")
     entries = discover_entries(run)
@@ -108,6 +143,9 @@ def build_report(
             f"{run.root}: no prediction files (expected models/<name>/predictions_test.csv or "
             "ensembles/<name>/predictions_test.csv); train with --all or copy a finished run here"
         )
+    reference = reference or REFERENCE_ENTRY
+    if reference != REFERENCE_ENTRY:  # the default may be absent (e.g. --models without it)
+        check_reference(reference, entries, run)
     for entry in with_predictions:
         write_entry_metrics(entry.directory, n_resamples=n_resamples, seed=seed)
         entry.reload_metrics()
@@ -117,12 +155,14 @@ def build_report(
     ranked = rank_entries(tested, rank_by)
     failed = [e for e in entries if not e.has_split("test")]
     isic = _export_isic(run, ranked)
-    comparisons = _comparisons(ranked, n_resamples, seed)
-    drawn = make_figures(run, ranked, rank_by, processes=processes) if figures else None
+    comparisons = run_comparisons(ranked, reference, rank_by, n_resamples, seed)
+    comparisons_csv = write_comparisons_csv(run.comparisons_csv, comparisons or [])
+    drawn = (make_figures(run, ranked, rank_by, processes=processes, reference=reference)
+             if figures else None)
     data = ReportData(
         run=run, context=read_context(run), ranked=ranked, failed=failed, rank_by=rank_by,
         comparisons=comparisons, figures=drawn, fits=_fits(ranked), isic_exports=isic,
-        n_resamples=n_resamples, seed=seed,
+        n_resamples=n_resamples, seed=seed, reference=reference, comparisons_csv=comparisons_csv,
     )
     atomic_write_text(run.report_md, render_report(data))
     log.info("report written to %s", run.report_md)
@@ -138,12 +178,50 @@ def _export_isic(run: RunDir, ranked: list[Entry]) -> dict[str, Path]:
     return exports
 
 
-def _comparisons(ranked: list[Entry], n_resamples: int, seed: int):
+def run_comparisons(
+    ranked: list[Entry], reference: str, rank_by: str, n_resamples: int, seed: int
+) -> list[ComparisonRow] | None:
+    """The reference against every other ranked entry (reports.comparisons), or None without it.
+
+    Args:
+        ranked: entries with test predictions (metrics.json loaded), best first.
+        reference: the reference entry's name.
+        rank_by: the ranking metric (compared too when the lesion bootstrap can compute it).
+        n_resamples, seed: the lesion bootstrap.
+
+    Returns:
+        The comparisons.csv rows, ordered like `ranked`; None when `reference` is not ranked.
+    """
     by_name = {e.name: e for e in ranked}
-    if REFERENCE_ENTRY not in by_name:
+    if reference not in by_name:
         return None
-    others = {e.name: e.predictions("test") for e in ranked if e.name != REFERENCE_ENTRY}
-    return compare_all(by_name[REFERENCE_ENTRY].predictions("test"), others, n_resamples, seed)
+    others = [contender(e) for e in ranked if e.name != reference]
+    return compare_entries(contender(by_name[reference]), others, comparison_metrics(rank_by),
+                           n_resamples=n_resamples, seed=seed)
+
+
+def contender(entry: Entry) -> Contender:
+    """The entry's test predictions with the conventions its metrics.json records."""
+    prior = CalibrationPrior.from_json(entry.metrics.get("calibration_prior"))
+    return Contender(entry.name, entry.predictions("test"), has_probabilities(entry),
+                     None if prior is None else prior.vector)
+
+
+def has_probabilities(entry: Entry) -> bool:
+    """False when the entry's metrics.json says "probabilities": false (hard voting)."""
+    return entry.metrics.get("probabilities") is not False
+
+
+def calibration_view(entry: Entry) -> Predictions:
+    """The entry's test predictions with probabilities prior-shifted as its metrics.json records
+    (what the reliability diagram shows); the prediction is then the argmax."""
+    from reports.metrics import calibration_probabilities
+
+    preds = entry.predictions("test")
+    prior = CalibrationPrior.from_json(entry.metrics.get("calibration_prior"))
+    proba = calibration_probabilities(preds.proba, None if prior is None else prior.vector)
+    return Predictions(image_id=preds.image_id, lesion_id=preds.lesion_id, label=preds.label,
+                       proba=proba, prediction=None, source=preds.source)
 
 
 def _fits(ranked: list[Entry]) -> dict[str, dict[str, Any]]:
@@ -173,15 +251,20 @@ def figure_name(kind: str, entry: str) -> str:
 
 
 def make_figures(
-    run: RunDir, ranked: list[Entry], rank_by: str, processes: int | None = None
+    run: RunDir, ranked: list[Entry], rank_by: str, processes: int | None = None,
+    reference: str = REFERENCE_ENTRY,
 ) -> Figures:
     """Draw every figure of the report into run/figures/.
+
+    Entries without probabilities (hard voting) get no ROC curve and no reliability diagram;
+    reliability diagrams show the prior-shifted probabilities (reports.calibration).
 
     Args:
         run: the run directory.
         ranked: entries with test predictions, best first.
         rank_by: the ranking metric (for the ranking chart).
         processes: worker processes (None: up to 4 by CPU count; 1: in this process).
+        reference: the entry drawn in bold in the ranking chart.
 
     Returns:
         The figure paths.
@@ -201,24 +284,29 @@ def make_figures(
         rows.append({"entry": entry.name, "kind": entry.kind, "value": _float(m.get(rank_by)),
                      "low": _float(low), "high": _float(high)})
     figures.ranking = folder / "ranking.png"
-    jobs.append(("ranking_chart", (rows, rank_by, figures.ranking, REFERENCE_ENTRY)))
+    jobs.append(("ranking_chart", (rows, rank_by, figures.ranking, reference)))
 
     test = {e.name: e.predictions("test") for e in ranked}
-    figures.macro_roc = folder / "roc_macro_comparison.png"
-    jobs.append(("macro_roc_comparison", (
-        [(e.name, e.kind, test[e.name], _float(e.split_metrics("test").get("macro_auc")))
-         for e in ranked], figures.macro_roc, "Macro-average one-vs-rest ROC, test split")))
-    figures.reliability = folder / "reliability.png"
-    jobs.append(("reliability_grid", (
-        [(e.name, test[e.name], _float(e.split_metrics("test").get("ece"))) for e in ranked],
-        figures.reliability, "Reliability diagrams, test split")))
+    scored = [e for e in ranked if has_probabilities(e)]
+    if scored:
+        figures.macro_roc = folder / "roc_macro_comparison.png"
+        jobs.append(("macro_roc_comparison", (
+            [(e.name, e.kind, test[e.name], _float(e.split_metrics("test").get("macro_auc")))
+             for e in scored], figures.macro_roc, "Macro-average one-vs-rest ROC, test split")))
+        figures.reliability = folder / "reliability.png"
+        jobs.append(("reliability_grid", (
+            [(e.name, calibration_view(e), _float(e.split_metrics("test").get("ece")))
+             for e in scored], figures.reliability,
+            "Reliability diagrams, test split (probabilities mapped to the training class "
+            "frequencies)")))
     for entry in ranked:
-        roc = folder / figure_name("roc", entry.name)
+        if has_probabilities(entry):
+            roc = folder / figure_name("roc", entry.name)
+            figures.roc[entry.name] = roc
+            jobs.append(("roc_per_class", (test[entry.name],
+                                            f"{entry.name}: one-vs-rest ROC, test", roc)))
         confusion = folder / figure_name("confusion", entry.name)
-        figures.roc[entry.name] = roc
         figures.confusion[entry.name] = confusion
-        jobs.append(("roc_per_class", (test[entry.name], f"{entry.name}: one-vs-rest ROC, test",
-                                        roc)))
         jobs.append(("confusion_matrices", (test[entry.name], f"{entry.name}: confusion matrix, "
                                             "test", confusion)))
     for entry in ranked:

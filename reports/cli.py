@@ -19,7 +19,8 @@ def resolve_run_dir(args: argparse.Namespace) -> RunDir:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """`--report`: rebuild metrics.json, results.csv, figures and report.md; print its path."""
+    """`--report`: rebuild metrics.json, results.csv, comparisons.csv, figures and report.md;
+    print its path. `--reference NAME` picks the entry the others are compared with."""
     rank_by = getattr(args, "rank_by", None) or "balanced_accuracy"
     check_rank_by(rank_by)
     run = resolve_run_dir(args)
@@ -28,6 +29,7 @@ def run_report(args: argparse.Namespace) -> int:
         rank_by=rank_by,
         n_resamples=getattr(args, "bootstrap", None) or 1000,
         seed=getattr(args, "seed", None) or 0,
+        reference=getattr(args, "reference", None),
     )
     print(path)
     return 0

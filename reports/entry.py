@@ -1,23 +1,44 @@
-"""One entry's metrics.json: metrics per split (intervals on test) plus what the trainer recorded."""
+"""One entry's metrics.json: metrics per split (intervals on test) plus what the trainer recorded.
+
+Besides the per-split maps ("val", "test") and the trainer's facts, metrics.json records the
+conventions its numbers follow:
+
+- "calibration_prior": {"source", "prior": {class: frequency}, "smoothing"}: the training class
+  frequencies the calibration metrics were measured against (reports.calibration).
+- "probabilities": false for an entry whose probability columns are vote shares (hard voting:
+  `extra["probabilities"]` false, an earlier metrics.json saying so, or a fit.json with
+  "ensemble": "hard_voting"); its AUC, log loss, Brier, ECE and melanoma operating points are
+  NaN (JSON null) and "probabilities_note" says why. true otherwise.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from data_utils.atomic import atomic_write_json_if_changed, read_json
 from data_utils.errors import RunDirError
-from data_utils.predictions import read_predictions
+from data_utils.predictions import Predictions, read_predictions
 from data_utils.rundir import BASELINES, SPLITS, RunDir
-from reports.metrics import bootstrap_intervals, compute_metrics
+from reports.calibration import CalibrationPrior, entry_run_root, training_prior
+from reports.metrics import bootstrap_intervals, compute_metrics, metric_names
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+FIT_FILE = "fit.json"
 FAILED_STATUSES = ("failed", "nan")
-# Entries that are baselines rather than fine-tuned backbones, when metrics.json has no "kind".
+HARD_VOTING = "hard_voting"
+PROBABILITIES_NOTE = (
+    "hard voting outputs vote shares, not probabilities: AUC, log loss, Brier score, ECE, the "
+    "melanoma operating points, ROC and reliability curves are undefined for it"
+)
+# Files whose change makes metrics.json stale besides the prediction files (run root / entry).
+_RUN_INPUTS = ("splits.csv", "dataset.json")
 
 
 def infer_kind(entry_dir: Path) -> str:
@@ -70,13 +91,15 @@ def write_entry_metrics(
             predictions_test.csv.
         extra: entry-level facts to record (params, flops_per_image, train_seconds, batch_size,
             inference_images_per_s, status, error, fingerprint, kind, ...); they override keys of
-            an existing metrics.json, whose other keys are kept.
+            an existing metrics.json, whose other keys are kept. "probabilities": False marks an
+            entry without probabilities (hard voting).
         n_resamples: lesion-bootstrap resamples for the test-split intervals.
         seed: bootstrap seed.
 
     Returns:
-        The written object: {"val": {...}, "test": {...}, <extra keys>}; per split a flat map
-        metric -> number, intervals on test as "<metric>_ci": [low, high].
+        The written object: {"val": {...}, "test": {...}, "calibration_prior": {...},
+        "probabilities": bool, <extra keys>}; per split a flat map metric -> number, intervals on
+        test as "<metric>_ci": [low, high]; "probabilities_note" when there are no probabilities.
 
     Raises:
         RunDirError: no prediction file and no failed/nan status in `extra`.
@@ -96,15 +119,206 @@ def write_entry_metrics(
             f"{entry_dir}: holds neither predictions_val.csv nor predictions_test.csv; train or "
             "ensemble this entry first (or remove the folder)"
         )
-    for split in splits:
-        preds = read_predictions(RunDir.predictions_file(entry_dir, split))
-        metrics = compute_metrics(preds)
+    inputs = entry_inputs(entry_dir, extra, result)
+    for split, metrics in inputs.split_metrics().items():
         if split == "test":
-            metrics.update(bootstrap_intervals(preds, n_resamples=n_resamples, seed=seed))
+            metrics.update(bootstrap_intervals(inputs.predictions["test"], n_resamples=n_resamples,
+                                               seed=seed, probabilities=inputs.probabilities))
         result[split] = metrics
     result.update(extra)
+    result.update(inputs.convention_keys())
+    if inputs.probabilities:
+        result.pop("probabilities_note", None)
     result.setdefault("status", "ok")
     result.setdefault("kind", infer_kind(entry_dir))
     atomic_write_json_if_changed(entry_dir / METRICS_FILE, result)
     log.debug("wrote %s", entry_dir / METRICS_FILE)
     return result
+
+
+@dataclass
+class EntryInputs:
+    """What an entry's metrics are computed from.
+
+    Attributes:
+        predictions: split -> predictions, for the splits with a prediction file.
+        prior: the calibration prior (reports.calibration).
+        probabilities: False when the probability columns are vote shares (hard voting).
+    """
+
+    predictions: dict[str, Predictions]
+    prior: CalibrationPrior
+    probabilities: bool
+
+    def split_metrics(self) -> dict[str, dict[str, float]]:
+        """Point estimates per split (`compute_metrics`, the test split with the validation
+        operating point)."""
+        return {
+            split: compute_metrics(preds, self.prior.vector, self.probabilities,
+                                   val=self.predictions.get("val") if split == "test" else None)
+            for split, preds in self.predictions.items()
+        }
+
+    def convention_keys(self) -> dict[str, Any]:
+        """The top-level keys recording the conventions ("calibration_prior", "probabilities",
+        and "probabilities_note" when there are none)."""
+        keys: dict[str, Any] = {"calibration_prior": self.prior.to_json(),
+                                "probabilities": self.probabilities}
+        if not self.probabilities:
+            keys["probabilities_note"] = PROBABILITIES_NOTE
+        return keys
+
+
+def entry_inputs(
+    entry_dir: str | Path, extra: dict[str, Any] | None = None,
+    stored: dict[str, Any] | None = None,
+) -> EntryInputs:
+    """Read an entry's prediction files and resolve its calibration prior and probability flag.
+
+    Args:
+        entry_dir: models/<name> or ensembles/<name>.
+        extra: the `extra` of `write_entry_metrics` (its "probabilities" counts first).
+        stored: the current metrics.json (default: read from `entry_dir`).
+
+    Returns:
+        The inputs.
+
+    Raises:
+        PredictionFileError: a prediction file breaks the contract.
+    """
+    entry_dir = Path(entry_dir)
+    stored = read_entry_metrics(entry_dir) if stored is None else stored
+    predictions = {split: read_predictions(RunDir.predictions_file(entry_dir, split))
+                   for split in SPLITS if RunDir.predictions_file(entry_dir, split).is_file()}
+    val = predictions.get("val")
+    prior = training_prior(entry_run_root(entry_dir), None if val is None else val.label)
+    return EntryInputs(predictions, prior, has_probabilities(entry_dir, extra, stored))
+
+
+def has_probabilities(
+    entry_dir: str | Path, extra: dict[str, Any] | None = None,
+    stored: dict[str, Any] | None = None,
+) -> bool:
+    """False for an entry whose probability columns are not probabilities (hard voting).
+
+    False when `extra["probabilities"]` is false (or, without that key, the stored metrics.json
+    says false), or when the folder's fit.json names the ensemble "hard_voting".
+
+    Args:
+        entry_dir: models/<name> or ensembles/<name>.
+        extra: what the caller records in metrics.json.
+        stored: the current metrics.json (default: read from `entry_dir`).
+
+    Returns:
+        Whether the entry has probabilities.
+    """
+    extra = extra or {}
+    stored = read_entry_metrics(entry_dir) if stored is None else stored
+    flag = extra["probabilities"] if "probabilities" in extra else stored.get("probabilities")
+    if flag is False:
+        return False
+    return _fit_ensemble(Path(entry_dir)) != HARD_VOTING
+
+
+def _fit_ensemble(entry_dir: Path) -> str | None:
+    path = entry_dir / FIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        log.warning("%s is unreadable (%s)", path, exc)
+        return None
+    value = data.get("ensemble") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def entry_metrics_current(entry_dir: str | Path) -> bool:
+    """Whether an entry's metrics.json is up to date with its inputs (a cheap check).
+
+    Args:
+        entry_dir: models/<name> or ensembles/<name>.
+
+    Returns:
+        True when metrics.json exists, is not older than any prediction file, the entry's
+        fit.json or the run's splits.csv / dataset.json (the calibration prior's sources), holds
+        every metric of `metric_names()` for each split that has predictions, records its
+        "calibration_prior", and says "probabilities": false when fit.json names hard voting (an
+        entry without prediction files, e.g. a failed one, is current when it has metrics.json).
+    """
+    entry_dir = Path(entry_dir)
+    path = entry_dir / METRICS_FILE
+    if not path.is_file():
+        return False
+    data = read_entry_metrics(entry_dir)
+    if not data:
+        return False
+    stamp = path.stat().st_mtime_ns
+    wanted = set(metric_names())
+    has_predictions = False
+    for split in SPLITS:
+        predictions = RunDir.predictions_file(entry_dir, split)
+        if not predictions.is_file():
+            continue
+        has_predictions = True
+        metrics = data.get(split)
+        if not isinstance(metrics, dict) or not wanted <= set(metrics):
+            return False
+        if predictions.stat().st_mtime_ns > stamp:
+            return False
+    if not has_predictions:
+        return True
+    if CalibrationPrior.from_json(data.get("calibration_prior")) is None:
+        return False
+    if _fit_ensemble(entry_dir) == HARD_VOTING and data.get("probabilities") is not False:
+        return False
+    root = entry_run_root(entry_dir)
+    inputs = [entry_dir / FIT_FILE, *((root / n) for n in _RUN_INPUTS if root is not None)]
+    return all(not p.is_file() or p.stat().st_mtime_ns <= stamp for p in inputs)
+
+
+def entry_metrics_match(entry_dir: str | Path) -> bool:
+    """Whether metrics.json holds the metrics its prediction files give now (point estimates).
+
+    For prediction files rewritten with the same content (a deterministic rerun): metrics.json is
+    then older than them but still right, and keeps its intervals. The metrics are recomputed
+    with the current conventions (calibration prior, probability flag, validation operating
+    point), and the recorded prior and flag must equal the current ones.
+
+    Args:
+        entry_dir: models/<name> or ensembles/<name>.
+
+    Returns:
+        True when every split with a prediction file has, in metrics.json, every metric of
+        `compute_metrics` equal to the recomputed one (NaN equal to NaN or null).
+
+    Raises:
+        PredictionFileError: a prediction file breaks the contract.
+    """
+    data = read_entry_metrics(entry_dir)
+    inputs = entry_inputs(entry_dir, stored=data)
+    stored_prior = CalibrationPrior.from_json(data.get("calibration_prior"))
+    if stored_prior is None or stored_prior.source != inputs.prior.source or not all(
+        math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+        for a, b in zip(stored_prior.prior, inputs.prior.prior, strict=True)
+    ):
+        return False
+    if data.get("probabilities", True) is not inputs.probabilities:
+        return False
+    for split, metrics in inputs.split_metrics().items():
+        stored = data.get(split)
+        if not isinstance(stored, dict):
+            return False
+        for name, value in metrics.items():
+            if not _same_number(stored.get(name), value):
+                return False
+    return True
+
+
+def _same_number(old: Any, value: float) -> bool:
+    old = math.nan if old is None else old
+    if not isinstance(old, (int, float)) or isinstance(old, bool):
+        return False
+    if math.isnan(value) or math.isnan(old):
+        return math.isnan(value) and math.isnan(old)
+    return math.isclose(value, old, rel_tol=1e-9, abs_tol=1e-12)

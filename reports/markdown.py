@@ -8,21 +8,35 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from tabulate import tabulate
-
 from data_utils.classes import CLASS_DESCRIPTIONS, CLASSES
 from data_utils.rundir import RunDir
+from reports.comparisons import ComparisonRow
 from reports.context import NOT_RECORDED, RunContext
+from reports.formatting import (
+    fmt,
+    fmt_ci,
+    fmt_count,
+    fmt_p,  # noqa: F401  (re-exported: reports.grid imports it here)
+    one_line,
+    table,
+)
+from reports.markdown_stats import (
+    calibration_section,
+    melanoma_section,
+    method_notes,
+    no_probability_notes,
+    reference_section,
+)
 from reports.metrics import LOWER_IS_BETTER
 from reports.references import CITATIONS, DATASET_FACTS, DISCLAIMER, LICENCE, REFERENCES
 from reports.results import Entry
-from reports.stats import ALPHA, REFERENCE_ENTRY, Comparison
+from reports.stats import REFERENCE_ENTRY
 
 BASELINE_DESCRIPTIONS = {
     "paper_cnn": "the source paper's small CNN, trained from scratch",
@@ -58,11 +72,14 @@ class ReportData:
         ranked: entries with test metrics, best first by `rank_by`.
         failed: entries without test metrics (failed, NaN or never predicted).
         rank_by: the ranking metric.
-        comparisons: reference backbone vs each other entry; None when the reference is absent.
+        comparisons: the comparisons.csv rows (reference vs each other entry, per metric);
+            None when the reference has no test predictions.
         figures: generated figures (None: figure drawing was switched off).
         fits: ensemble name -> its fit.json ({} when absent).
         isic_exports: entry name -> exported ISIC 2018 scorer file.
         n_resamples, seed: bootstrap settings.
+        reference: the entry every other is compared with.
+        comparisons_csv: the written comparisons.csv (None: not written).
     """
 
     run: RunDir
@@ -70,12 +87,14 @@ class ReportData:
     ranked: list[Entry]
     failed: list[Entry]
     rank_by: str
-    comparisons: list[Comparison] | None
+    comparisons: list[ComparisonRow] | None
     figures: Figures | None
     fits: dict[str, dict[str, Any]]
     isic_exports: dict[str, Path]
     n_resamples: int
     seed: int
+    reference: str = REFERENCE_ENTRY
+    comparisons_csv: Path | None = None
 
 
 def render_report(data: ReportData) -> str:
@@ -93,11 +112,14 @@ def render_report(data: ReportData) -> str:
         _ranking(data),
         _reference_vs_rest(data),
         _per_class(data),
+        calibration_section(data.ranked) if data.ranked else "",
+        melanoma_section(data.ranked) if data.ranked else "",
         _ensembles(data),
         _baselines(data),
         _cost(data),
         _context(data),
         _figures(data),
+        method_notes(data.ranked, data.reference, data.n_resamples),
         _reproducibility(data),
     ]
     return "\n\n".join(s.strip("\n") for s in sections if s) + "\n"
@@ -105,41 +127,6 @@ def render_report(data: ReportData) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # formatting helpers
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    """A number with `digits` decimals, "n/a" for missing/NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
-def fmt_ci(metrics: dict[str, Any], name: str, digits: int = 3) -> str:
-    """'0.812 [0.790, 0.833]' when an interval exists, else the value alone."""
-    text = fmt(metrics.get(name), digits)
-    ci = metrics.get(f"{name}_ci")
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(
-        isinstance(v, (int, float)) and not math.isnan(v) for v in ci
-    ):
-        text += f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
-    return text
-
-
-def fmt_count(value: Any) -> str:
-    """Large counts with thousands separators and an SI suffix ('55.9 M')."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        return "n/a"
-    for size, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= size:
-            return f"{value / size:.1f} {suffix}"
-    return f"{value:g}"
-
-
-def fmt_p(value: float) -> str:
-    """A p-value: 4 decimals, "< 0.0001", or "n/a" for NaN or a missing value."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        return "n/a"
-    return "< 0.0001" if value < 1e-4 else f"{value:.4f}"
 
 
 def link(data: ReportData, path: Path, text: str | None = None) -> str:
@@ -154,10 +141,6 @@ def image(data: ReportData, path: Path, alt: str) -> str:
 
 def rel_path(data: ReportData, path: Path) -> str:
     return Path(os.path.relpath(path, data.run.root)).as_posix()
-
-
-def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
-    return tabulate(list(rows), headers=list(headers), tablefmt="github", disable_numparse=True)
 
 
 def licence_section() -> list[str]:
@@ -241,7 +224,7 @@ def _ranking(data: ReportData) -> str:
     rows = []
     for rank, entry in enumerate(data.ranked, 1):
         m = _test(entry)
-        name = f"**{entry.name}**" if entry.name == REFERENCE_ENTRY else entry.name
+        name = f"**{entry.name}**" if entry.name == data.reference else entry.name
         rows.append([rank, name, entry.kind, *(fmt_ci(m, e) for e in extra),
                      fmt_ci(m, "balanced_accuracy"), fmt_ci(m, "accuracy"), fmt(m.get("macro_f1")),
                      fmt(m.get("weighted_precision")), fmt(m.get("weighted_recall")),
@@ -254,6 +237,9 @@ def _ranking(data: ReportData) -> str:
         "single-label test set. Melanoma sensitivity at a fixed specificity is read off the "
         "melanoma-vs-rest ROC curve."
     )
+    notes = no_probability_notes(data.ranked)
+    if notes:
+        out.append(notes)
     if data.failed:
         lines = ["Entries without test results (not ranked):", ""]
         for entry in data.failed:
@@ -267,62 +253,11 @@ def _ranking(data: ReportData) -> str:
     return "\n\n".join(out)
 
 
-def one_line(text: Any, limit: int = 200) -> str:
-    """`text` on one line, cut to `limit` characters with an ellipsis."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _reference_vs_rest(data: ReportData) -> str:
-    head = "## 3. InceptionResNetV2 vs the rest"
-    if data.comparisons is None:
-        return (f"{head}\n\nInceptionResNetV2 (entry `{REFERENCE_ENTRY}`) has no test predictions "
-                "in this run directory, so there is no comparison.")
-    if not data.comparisons:
-        return f"{head}\n\nNo other entry shares test images with `{REFERENCE_ENTRY}`."
-    names = [e.name for e in data.ranked]
-    rank = names.index(REFERENCE_ENTRY) + 1
-    better = [c for c in data.comparisons if c.significant and c.mcnemar.only_a > c.mcnemar.only_b]
-    worse = [c for c in data.comparisons if c.significant and c.mcnemar.only_a < c.mcnemar.only_b]
-    same = [c for c in data.comparisons if not c.significant]
-    verdict = [
-        f"**Verdict.** InceptionResNetV2 ranks **{rank} of {len(names)}** by `{data.rank_by}`"
-        + (" (first)." if rank == 1 else f"; `{names[0]}` ranks first."),
-    ]
-    if better:
-        verdict.append("It is significantly more often correct (McNemar, Holm-corrected "
-                       f"p < {ALPHA}) than: {', '.join(f'`{c.other}`' for c in better)}.")
-    if worse:
-        verdict.append("It is significantly less often correct than: "
-                       f"{', '.join(f'`{c.other}`' for c in worse)}.")
-    if same:
-        verdict.append(f"The difference is not significant at alpha {ALPHA} against: "
-                       f"{', '.join(f'`{c.other}`' for c in same)}.")
-    excludes = [c.other for c in data.comparisons
-                if c.ba_diff_ci[0] > 0 or c.ba_diff_ci[1] < 0]
-    verdict.append(
-        "The paired bootstrap interval of the balanced-accuracy difference excludes 0 against: "
-        + (", ".join(f"`{n}`" for n in excludes) if excludes else "none") + "."
-    )
-    rows = []
-    for c in data.comparisons:
-        rows.append([
-            c.other, _by_name(data)[c.other].kind if c.other in _by_name(data) else "",
-            c.n_images, fmt(c.ba_reference), fmt(c.ba_other),
-            f"{c.ba_diff:+.3f} [{c.ba_diff_ci[0]:+.3f}, {c.ba_diff_ci[1]:+.3f}]",
-            f"{c.accuracy_diff:+.3f}", f"{c.mcnemar.only_a} / {c.mcnemar.only_b}",
-            fmt_p(c.mcnemar.p_value), fmt_p(c.p_holm), "yes" if c.significant else "no",
-        ])
-    headers = ["Other entry", "Kind", "Images", "BA IRv2", "BA other", "BA diff [95 % CI]",
-               "Accuracy diff", "Only IRv2 right / only other right", "McNemar p",
-               "Holm p", f"Significant (alpha {ALPHA})"]
-    note = (
-        "Differences are InceptionResNetV2 minus the other entry on the images both predicted. "
-        "The interval is a paired lesion bootstrap (the same resampled lesions for both entries). "
-        "McNemar's exact test compares per-image correctness (a binomial test on the discordant "
-        f"images); p-values are Holm-corrected over the {len(data.comparisons)} comparisons."
-    )
-    return "\n\n".join([head, " ".join(verdict), table(rows, headers), note])
+    csv_link = (link(data, data.comparisons_csv, data.comparisons_csv.name)
+                if data.comparisons_csv is not None else "comparisons.csv")
+    return reference_section(data.comparisons, data.reference, data.rank_by, data.ranked,
+                             data.n_resamples, csv_link)
 
 
 def _per_class(data: ReportData) -> str:
@@ -338,7 +273,8 @@ def _per_class(data: ReportData) -> str:
     out.append(table(([e.name, *(fmt(_test(e).get(f"auc_{c}")) for c in CLASSES)]
                       for e in data.ranked), ["Entry", *classes]))
     legend = "; ".join(f"`{c}` {CLASS_DESCRIPTIONS[c]}" for c in CLASSES)
-    out.append(f"Classes: {legend}. n/a: the class is absent from the test split (undefined).")
+    out.append(f"Classes: {legend}. n/a: the class is absent from the test split (undefined), or "
+               "the entry has no probabilities (AUC).")
     for entry in data.ranked:
         m = _test(entry)
         rows = [[c, fmt(m.get(f"precision_{c}")), fmt(m.get(f"recall_{c}")),
@@ -425,7 +361,7 @@ def _baselines(data: ReportData) -> str:
     if not baselines:
         return (f"{head}\n\nNo baselines in this run directory (expected `paper_cnn` and "
                 "`inception_resnet_v2+svm`).")
-    reference = _by_name(data).get(REFERENCE_ENTRY)
+    reference = _by_name(data).get(data.reference)
     ref_ba = _test(reference).get("balanced_accuracy") if reference else None
     rows = []
     for entry in baselines:
@@ -435,8 +371,9 @@ def _baselines(data: ReportData) -> str:
         rows.append([entry.name, BASELINE_DESCRIPTIONS.get(entry.name, "baseline"),
                      fmt_ci(_test(entry), "balanced_accuracy"), fmt(_test(entry).get("accuracy")),
                      fmt(_test(entry).get("macro_auc")), diff])
+    short = "IRv2" if data.reference == REFERENCE_ENTRY else data.reference
     headers = ["Baseline", "What it is", "Balanced accuracy [95 % CI]", "Accuracy", "Macro AUC",
-               "IRv2 BA minus baseline BA"]
+               f"{short} BA minus baseline BA"]
     return "\n\n".join([head, table(rows, headers)])
 
 
@@ -522,19 +459,22 @@ def _figures(data: ReportData) -> str:
         return out[0] + "\n\nFigures were not drawn for this report (figure drawing switched off)."
     for path, title in ((f.ranking, "Ranking with 95 % intervals"),
                         (f.macro_roc, "Macro-average ROC curves of all entries (test)"),
-                        (f.reliability, "Reliability diagrams (test, 15 confidence bins)")):
+                        (f.reliability, "Reliability diagrams (test, 15 confidence bins, "
+                                        "probabilities mapped to the training class frequencies)")):
         if path is not None:
             out.append(f"### {title}\n\n{image(data, path, title)}")
     if data.ranked:
         first = data.ranked[0].name
-        focus = REFERENCE_ENTRY if REFERENCE_ENTRY in f.roc else first
+        focus = data.reference if data.reference in f.roc else first
         parts = ["### Per entry: ROC curves and confusion matrices (test)"]
         if focus in f.roc:
             parts.append(image(data, f.roc[focus], f"ROC curves of {focus}"))
         if focus in f.confusion:
             parts.append(image(data, f.confusion[focus], f"Confusion matrices of {focus}"))
         rows = [[e.name,
-                 link(data, f.roc[e.name], "ROC curves") if e.name in f.roc else "n/a",
+                 link(data, f.roc[e.name], "ROC curves") if e.name in f.roc
+                 else "n/a (no probabilities)" if e.metrics.get("probabilities") is False
+                 else "n/a",
                  link(data, f.confusion[e.name], "confusion matrices")
                  if e.name in f.confusion else "n/a"] for e in data.ranked]
         parts.append(table(rows, ["Entry", "One-vs-rest ROC", "Confusion (counts, row-normalised)"]))

@@ -12,13 +12,26 @@ Conventions (they matter when a class is absent from a split):
   specificity stays defined.
 - One-vs-rest ROC AUC per class; `macro_auc` is their mean over present classes, `micro_auc` the
   AUC of all (image, class) pairs pooled.
+- Calibration metrics (`log_loss`, `brier`, `ece`) are computed on the probabilities after the
+  prior-shift correction to the training class frequencies when a `prior` is given
+  (reports.calibration); every other metric uses the probabilities as they are.
 - `log_loss` uses all seven labels; `brier` is the multiclass Brier score: the mean over images of
   the sum over the seven classes of (p_ik - y_ik)^2, so it lies in [0, 2] (0 is perfect).
 - `ece`: expected calibration error with 15 equal-width confidence bins (lower edge exclusive,
-  upper inclusive; a confidence of 0 falls in the first bin); confidence is the probability given
-  to the predicted class, and ECE = sum over bins of (n_bin / n) * |accuracy_bin - confidence_bin|.
-- `mel_sens_at_spec80/90`: from the ROC curve of melanoma vs rest, the highest sensitivity among
-  thresholds whose specificity is at least 80 % / 90 %.
+  upper inclusive; a confidence of 0 falls in the first bin); confidence is the largest
+  probability of the (prior-shifted) row, correctness that of its argmax, and
+  ECE = sum over bins of (n_bin / n) * |accuracy_bin - confidence_bin|.
+- `mel_sens_at_spec80/90`: from the test ROC curve of melanoma vs rest, the highest sensitivity
+  among thresholds whose specificity is at least 80 % / 90 % (an optimistic reading: the
+  threshold is chosen on the test split itself).
+- `mel_val_threshold_spec90`, `mel_sens_at_val_threshold_spec90`,
+  `mel_spec_at_val_threshold_spec90`: an operating point chosen on validation. The threshold on
+  the melanoma probability is the one with the highest validation sensitivity among those with
+  validation specificity >= 90 % (ties: the higher specificity); an image is called melanoma when
+  its probability is >= the threshold. Its test sensitivity and specificity are reported. NaN
+  without validation predictions (and always on the validation split itself).
+- An entry without probabilities (hard voting: vote shares are not probabilities) gets NaN for
+  every metric in `PROBABILITY_METRICS`.
 
 Everything returned is a plain float (NaN where undefined).
 """
@@ -45,6 +58,7 @@ from data_utils.predictions import Predictions
 
 ECE_BINS = 15
 MEL_SPECIFICITIES = (0.80, 0.90)
+MEL_VAL_SPECIFICITY = 0.90
 ALL_LABELS = list(range(NUM_CLASSES))
 
 # Metrics where a lower value is better (the regression gate compares these the other way).
@@ -76,23 +90,61 @@ SUMMARY_METRICS = (
 )
 
 
+# The melanoma operating point chosen on validation, read on test (after the per-class block).
+VAL_OPERATING_POINT_METRICS = (
+    "mel_val_threshold_spec90",
+    "mel_sens_at_val_threshold_spec90",
+    "mel_spec_at_val_threshold_spec90",
+)
+
+CALIBRATION_METRICS = ("log_loss", "brier", "ece")
+
+# Metrics that need probabilities: NaN for an entry that has none (hard voting).
+PROBABILITY_METRICS = frozenset(
+    {"macro_auc", "micro_auc", *CALIBRATION_METRICS, "mel_sens_at_spec80", "mel_sens_at_spec90",
+     *VAL_OPERATING_POINT_METRICS, *(f"auc_{c}" for c in CLASSES)}
+)
+
+
 def metric_names() -> list[str]:
-    """Every key `compute_metrics` returns, in a stable order (summary first, then per class)."""
+    """Every key `compute_metrics` returns, in a stable order: summary, per class, operating point."""
     names = list(SUMMARY_METRICS)
     for metric in PER_CLASS_METRICS:
         names.extend(f"{metric}_{c}" for c in CLASSES)
-    return names
+    return names + list(VAL_OPERATING_POINT_METRICS)
 
 
-def compute_metrics(preds: Predictions) -> dict[str, float]:
+def compute_metrics(
+    preds: Predictions,
+    prior: np.ndarray | None = None,
+    probabilities: bool = True,
+    val: Predictions | None = None,
+) -> dict[str, float]:
     """All metrics of one entry on one split (see the module docstring for the conventions).
 
     Args:
         preds: validated predictions of one split.
+        prior: (7,) training class frequencies for the calibration metrics (None: the
+            probabilities are scored as they are).
+        probabilities: False for an entry whose probability columns are not probabilities
+            (hard voting's vote shares): `PROBABILITY_METRICS` are then NaN.
+        val: the entry's validation predictions, to choose the melanoma operating point (pass
+            them for the test split; None gives NaN for `VAL_OPERATING_POINT_METRICS`).
 
     Returns:
         A flat map metric name -> float, with the keys of `metric_names()`.
     """
+    out = _label_and_probability_metrics(preds, prior)
+    point = mel_val_operating_point(val, preds) if val is not None else (math.nan,) * 3
+    out.update(zip(VAL_OPERATING_POINT_METRICS, point, strict=True))
+    if not probabilities:
+        out.update({name: math.nan for name in PROBABILITY_METRICS})
+    return {name: out[name] for name in metric_names()}
+
+
+def _label_and_probability_metrics(
+    preds: Predictions, prior: np.ndarray | None
+) -> dict[str, float]:
     y_true = preds.y_true
     y_pred = preds.y_pred
     proba = preds.proba
@@ -114,11 +166,12 @@ def compute_metrics(preds: Predictions) -> dict[str, float]:
     defined = per_class_auc[~np.isnan(per_class_auc)]
     out["macro_auc"] = float(defined.mean()) if defined.size else math.nan
     out["micro_auc"] = _micro_auc(y_true, proba)
-    out["log_loss"] = float(log_loss(y_true, proba, labels=ALL_LABELS))
+    shifted = calibration_probabilities(proba, prior)
+    out["log_loss"] = float(log_loss(y_true, shifted, labels=ALL_LABELS))
     out["brier"] = float(
-        brier_score_loss(y_true, proba, labels=ALL_LABELS, scale_by_half=False)
+        brier_score_loss(y_true, shifted, labels=ALL_LABELS, scale_by_half=False)
     )
-    out["ece"] = expected_calibration_error(y_true, y_pred, proba)
+    out["ece"] = expected_calibration_error(y_true, shifted.argmax(axis=1), shifted)
     mel = CLASS_INDEX["mel"]
     for spec in MEL_SPECIFICITIES:
         out[f"mel_sens_at_spec{round(spec * 100)}"] = sensitivity_at_specificity(
@@ -127,7 +180,27 @@ def compute_metrics(preds: Predictions) -> dict[str, float]:
     out["n_images"] = float(len(y_true))
     out["n_lesions"] = float(len(set(preds.lesion_id.tolist())))
     out.update(_per_class(y_true, y_pred, per_class_auc))
-    return {name: out[name] for name in metric_names()}
+    return out
+
+
+def calibration_probabilities(proba: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+    """The probabilities calibration is measured on: prior-shifted to `prior`, or as they are."""
+    if prior is None:
+        return proba
+    from reports.calibration import prior_shift
+
+    return prior_shift(proba, prior)
+
+
+def per_image_log_loss(y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """(n,) -log p(true class), clipped as scikit-learn's log_loss does (mean = log_loss)."""
+    eps = np.finfo(np.float64).eps
+    return -np.log(np.clip(proba[np.arange(len(y_true)), y_true], eps, 1 - eps))
+
+
+def per_image_brier(y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """(n,) sum over the seven classes of (p_ik - y_ik)^2 (mean = the multiclass Brier score)."""
+    return ((proba - np.eye(NUM_CLASSES)[y_true]) ** 2).sum(axis=1)
 
 
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -258,8 +331,67 @@ def sensitivity_at_specificity(positive: np.ndarray, score: np.ndarray, specific
     return float(tpr[ok].max())
 
 
+def mel_val_operating_point(
+    val: Predictions, test: Predictions, specificity: float = MEL_VAL_SPECIFICITY
+) -> tuple[float, float, float]:
+    """The melanoma threshold chosen on validation, and its test sensitivity and specificity.
+
+    Args:
+        val: validation predictions (the threshold is chosen on their melanoma probability).
+        test: test predictions (where the threshold is applied).
+        specificity: the minimum validation specificity, e.g. 0.9.
+
+    Returns:
+        (threshold, test sensitivity, test specificity); an image is called melanoma when its
+        melanoma probability is >= threshold. All NaN when validation lacks melanomas or
+        non-melanomas; sensitivity (specificity) NaN when test lacks melanomas (others).
+    """
+    mel = CLASS_INDEX["mel"]
+    threshold = val_threshold(val.y_true == mel, val.proba[:, mel], specificity)
+    if math.isnan(threshold):
+        return (math.nan, math.nan, math.nan)
+    positive = test.y_true == mel
+    called = test.proba[:, mel] >= threshold
+    sensitivity = float(called[positive].mean()) if positive.any() else math.nan
+    spec = float((~called[~positive]).mean()) if (~positive).any() else math.nan
+    return (threshold, sensitivity, spec)
+
+
+def val_threshold(positive: np.ndarray, score: np.ndarray, specificity: float) -> float:
+    """The score threshold with the highest sensitivity among those with specificity >= target.
+
+    Candidate thresholds are the distinct scores (call positive when score >= threshold) and one
+    just above the largest score (nothing called positive). Ties in sensitivity go to the higher
+    specificity (the higher threshold).
+
+    Args:
+        positive: (n,) bool, the class of interest.
+        score: (n,) its score.
+        specificity: the minimum specificity.
+
+    Returns:
+        The threshold, NaN without positives or negatives.
+    """
+    positive = np.asarray(positive, dtype=bool)
+    score = np.asarray(score, dtype=np.float64)
+    if not positive.any() or positive.all():
+        return math.nan
+    candidates = np.append(np.unique(score), np.nextafter(score.max(), math.inf))
+    pos, neg = np.sort(score[positive]), np.sort(score[~positive])
+    # scores below a candidate are called negative: searchsorted(left) counts them
+    sens = 1.0 - np.searchsorted(pos, candidates, side="left") / len(pos)
+    spec = np.searchsorted(neg, candidates, side="left") / len(neg)
+    ok = np.flatnonzero(spec >= specificity - 1e-12)
+    best = ok[np.lexsort((-spec[ok], -sens[ok]))[0]]
+    return float(candidates[best])
+
+
 def bootstrap_intervals(
-    preds: Predictions, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+    preds: Predictions,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    probabilities: bool = True,
 ) -> dict[str, list[float]]:
     """Percentile intervals for accuracy, balanced accuracy and macro AUC, resampling lesions.
 
@@ -268,6 +400,7 @@ def bootstrap_intervals(
         n_resamples: bootstrap resamples (lesions drawn with replacement, all their images kept).
         seed: seed of the resampling.
         level: coverage of the interval.
+        probabilities: False for an entry without probabilities (its AUC interval is NaN).
 
     Returns:
         {"accuracy_ci": [low, high], "balanced_accuracy_ci": [...], "macro_auc_ci": [...]}
@@ -276,5 +409,9 @@ def bootstrap_intervals(
     from reports.bootstrap import LesionBootstrap, percentile_interval
 
     boot = LesionBootstrap(preds.lesion_id, n_resamples=n_resamples, seed=seed)
-    samples = boot.metric_samples(preds.y_true, preds.y_pred, preds.proba)
-    return {f"{name}_ci": percentile_interval(samples[name], level) for name in CI_METRICS}
+    samples = {"accuracy": boot.accuracy(preds.y_true, preds.y_pred),
+               "balanced_accuracy": boot.balanced_accuracy(preds.y_true, preds.y_pred)}
+    if probabilities:
+        samples["macro_auc"] = boot.macro_auc(preds.y_true, preds.proba)
+    return {f"{name}_ci": percentile_interval(samples[name], level) if name in samples
+            else [math.nan, math.nan] for name in CI_METRICS}

@@ -1,17 +1,24 @@
-"""Paired comparisons: McNemar's exact test, a paired lesion bootstrap, Holm's correction."""
+"""Paired tests: the paired lesion-bootstrap test, Holm's correction, alignment of two entries.
+
+The single-run significance test (`paired_bootstrap_test`) works on bootstrap replicates of a
+difference reference - other, drawn by resampling lesions (reports.bootstrap): the interval and
+the p-value come from the same replicates, so they never disagree. McNemar's exact test
+(`mcnemar_exact`) counts images as independent; it stays for description only, never as a
+verdict (images of one lesion tend to be right or wrong together, which makes it anti-conservative).
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 from scipy.stats import binomtest
+from statsmodels.stats.multitest import multipletests
 
 from data_utils.predictions import Predictions
-from reports.bootstrap import LesionBootstrap, percentile_interval
-from reports.metrics import balanced_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +65,8 @@ def holm(p_values) -> list[float]:
     """Holm-Bonferroni adjusted p-values, in the input order.
 
     With the m p-values sorted ascending, p_(1) <= ... <= p_(m), the adjusted value of the i-th is
-    max over j <= i of min(1, (m - j + 1) * p_(j)). NaN inputs stay NaN and do not count in m.
+    max over j <= i of min(1, (m - j + 1) * p_(j)) (statsmodels' multipletests, method "holm").
+    NaN inputs stay NaN and do not count in m.
 
     Args:
         p_values: raw p-values.
@@ -68,44 +76,75 @@ def holm(p_values) -> list[float]:
     """
     p = np.asarray(list(p_values), dtype=np.float64)
     adjusted = np.full(p.shape, math.nan)
-    valid = np.flatnonzero(~np.isnan(p))
-    m = valid.size
-    running = 0.0
-    for rank, idx in enumerate(valid[np.argsort(p[valid], kind="stable")]):
-        running = max(running, min(1.0, (m - rank) * p[idx]))
-        adjusted[idx] = running
+    valid = ~np.isnan(p)
+    if valid.any():
+        adjusted[valid] = multipletests(p[valid], alpha=ALPHA, method="holm")[1]
     return adjusted.tolist()
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """The reference entry against one other entry on the images both predicted.
+class BootstrapTest:
+    """The paired bootstrap test of one difference.
 
     Attributes:
-        other: the other entry's name.
-        n_images: images both entries predicted (the comparison uses only these).
-        ba_reference, ba_other: balanced accuracies on those images.
-        ba_diff: ba_reference - ba_other.
-        ba_diff_ci: paired lesion-bootstrap percentile interval of ba_diff.
-        accuracy_diff: accuracy difference (reference - other).
-        mcnemar: McNemar's exact test on per-image correctness.
-        p_holm: Holm-adjusted p-value across all comparisons (NaN until adjusted).
+        ci_low, ci_high: percentile interval of the difference (order statistics, see
+            `paired_bootstrap_test`); NaN without valid replicates.
+        p_value: two-sided p-value of "difference = 0" from the same replicates.
+        n_valid: replicates where the difference is defined (NaN ones are left out).
     """
 
-    other: str
-    n_images: int
-    ba_reference: float
-    ba_other: float
-    ba_diff: float
-    ba_diff_ci: list[float]
-    accuracy_diff: float
-    mcnemar: McNemarResult
-    p_holm: float = math.nan
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n_valid: int
 
     @property
-    def significant(self) -> bool:
-        """Holm-adjusted McNemar p-value below ALPHA."""
-        return bool(self.p_holm < ALPHA)
+    def excludes_zero(self) -> bool:
+        """Whether the interval lies entirely above or below 0."""
+        return bool(self.ci_low > 0 or self.ci_high < 0)
+
+
+def tail_rank(n: int, alpha: float = ALPHA) -> int:
+    """k = ceil(n * alpha / 2), computed exactly: the rank of the interval's bounds.
+
+    Args:
+        n: number of replicates (>= 1).
+        alpha: 1 - coverage, e.g. 0.05.
+
+    Returns:
+        k in [1, ceil(n / 2)].
+    """
+    share = Fraction(alpha).limit_denominator(10**6) / 2
+    return max(1, math.ceil(n * share))
+
+
+def paired_bootstrap_test(differences, alpha: float = ALPHA) -> BootstrapTest:
+    """Percentile interval and p-value of a difference from its paired bootstrap replicates.
+
+    With the n defined replicates sorted, d_(1) <= ... <= d_(n), and k = ceil(n alpha / 2), the
+    interval is [d_(k), d_(n+1-k)] (the alpha/2 and 1 - alpha/2 percentiles as order
+    statistics), and the p-value inverts it: p = min(1, 2 min(#{d <= 0}, #{d >= 0}) / n).
+    Replicates equal to 0 count on both sides (ties favour "no difference"). Then the interval
+    excludes 0 exactly when p < alpha: d_(k) > 0 <=> fewer than k replicates are <= 0 <=>
+    #{d <= 0} < n alpha / 2 (counts are integers), and likewise for the upper bound.
+
+    Args:
+        differences: (r,) bootstrap replicates of reference - other (NaN: undefined, left out).
+        alpha: 1 - the interval's coverage, and the level the equivalence holds at.
+
+    Returns:
+        The interval, the p-value and the number of defined replicates (NaN when none).
+    """
+    d = np.asarray(differences, dtype=np.float64)
+    d = np.sort(d[~np.isnan(d)])
+    n = d.size
+    if n == 0:
+        return BootstrapTest(math.nan, math.nan, math.nan, 0)
+    k = tail_rank(n, alpha)
+    at_most_zero = int(np.count_nonzero(d <= 0))
+    at_least_zero = int(np.count_nonzero(d >= 0))
+    p = min(1.0, 2.0 * min(at_most_zero, at_least_zero) / n)
+    return BootstrapTest(float(d[k - 1]), float(d[n - k]), p, n)
 
 
 def align(a: Predictions, b: Predictions) -> tuple[Predictions, Predictions]:
@@ -134,68 +173,3 @@ def _subset(preds: Predictions, ids: np.ndarray) -> Predictions:
     )
 
 
-def compare(
-    reference: Predictions, other: Predictions, other_name: str, n_resamples: int = 1000, seed: int = 0
-) -> Comparison | None:
-    """Compare the reference entry with one other entry (paired, same lesion resamples).
-
-    Args:
-        reference: the reference entry's test predictions.
-        other: the other entry's test predictions.
-        other_name: its name.
-        n_resamples: lesion-bootstrap resamples for the balanced-accuracy difference.
-        seed: resampling seed.
-
-    Returns:
-        The comparison, or None when the two share no image.
-    """
-    ref, oth = align(reference, other)
-    if len(ref.image_id) == 0:
-        log.warning("%s shares no test image with the reference entry; not compared", other_name)
-        return None
-    if len(ref.image_id) < max(len(reference.image_id), len(other.image_id)):
-        log.warning(
-            "%s and the reference entry predicted different test images; comparing on the %d "
-            "they share", other_name, len(ref.image_id)
-        )
-    y_true = ref.y_true
-    pred_ref, pred_oth = ref.y_pred, oth.y_pred
-    boot = LesionBootstrap(ref.lesion_id, n_resamples=n_resamples, seed=seed)
-    diff = boot.balanced_accuracy(y_true, pred_ref) - boot.balanced_accuracy(y_true, pred_oth)
-    ba_ref = balanced_accuracy(y_true, pred_ref)
-    ba_oth = balanced_accuracy(y_true, pred_oth)
-    return Comparison(
-        other=other_name,
-        n_images=len(y_true),
-        ba_reference=ba_ref,
-        ba_other=ba_oth,
-        ba_diff=ba_ref - ba_oth,
-        ba_diff_ci=percentile_interval(diff),
-        accuracy_diff=float(np.mean(pred_ref == y_true) - np.mean(pred_oth == y_true)),
-        mcnemar=mcnemar_exact(pred_ref == y_true, pred_oth == y_true),
-    )
-
-
-def compare_all(
-    reference: Predictions,
-    others: dict[str, Predictions],
-    n_resamples: int = 1000,
-    seed: int = 0,
-) -> list[Comparison]:
-    """Compare the reference with every other entry and Holm-adjust the McNemar p-values.
-
-    Args:
-        reference: the reference entry's test predictions.
-        others: name -> test predictions of every other entry.
-        n_resamples: bootstrap resamples per comparison.
-        seed: resampling seed (the same lesion draws for every comparison on the same images).
-
-    Returns:
-        One Comparison per other entry that shares images with the reference, in input order.
-    """
-    results = [compare(reference, preds, name, n_resamples, seed) for name, preds in others.items()]
-    results = [r for r in results if r is not None]
-    adjusted = holm([r.mcnemar.p_value for r in results])
-    return [
-        Comparison(**{**r.__dict__, "p_holm": p}) for r, p in zip(results, adjusted, strict=True)
-    ]

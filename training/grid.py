@@ -10,6 +10,10 @@ With K folds, once an entry has finished in every fold of a seed, each replicate
 gets the entry's out-of-fold predictions (`predictions_oof.csv`): the rows of the other folds,
 each predicted by the replicate that held that fold out. Stacking fits on them when every member
 has them (`ensembles.members`), never on the replicate's own test fold.
+
+One ensemble name is one model in the whole grid: its members are the backbones finished in every
+replicate (`grid_members`), and a replicate whose fit.json was made from other members or other
+member files (e.g. before the out-of-fold predictions existed) is refit (`stale_ensembles`).
 """
 
 from __future__ import annotations
@@ -214,3 +218,107 @@ def _write_oof(path, parts: list[pd.DataFrame]) -> None:
                 and np.array_equal(existing.proba, preds.proba)):
             return
     write_predictions(path, preds)
+
+
+# ---------------------------------------------------------------------------------------------
+# One ensemble variant per grid
+
+
+ENSEMBLE_FIT_FILE = "fit.json"
+MEMBER_SPLITS = ("val", "test")
+
+
+def grid_members(replicates: list[Replicate],
+                 backbones: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """The ensemble members of a grid: the backbones finished in every replicate.
+
+    A backbone that failed (or has not run) in one replicate is left out of every replicate's
+    ensembles, so that one ensemble name means one model in the whole grid.
+
+    Args:
+        replicates: the grid's replicates.
+        backbones: the candidate backbones, in the study's order.
+
+    Returns:
+        (members, dropped): the members, sorted by name (as ensembles.members sorts them), and
+        backbone -> the replicates it is not finished in, for every backbone finished in some
+        replicates but not all.
+    """
+    from training.runner import entry_is_finished
+
+    members, dropped = [], {}
+    for name in backbones:
+        lacking = [r.name for r in replicates if not entry_is_finished(r.run.model_dir(name))]
+        if not lacking:
+            members.append(name)
+        elif len(lacking) < len(replicates):
+            dropped[name] = lacking
+    return sorted(members), dropped
+
+
+def stale_ensembles(run: RunDir, names: list[str], members: list[str]) -> dict[str, str]:
+    """The ensembles of a replicate that must be (re)fit, each with the reason.
+
+    An ensemble is current when its fit.json records exactly `members` and, for every member,
+    the prediction files the ensembles stage reads now (validation and test, plus out-of-fold
+    when every member has one) with the SHA-256 they have now. So an ensemble fit on validation
+    before the replicate's members got their out-of-fold predictions, one fit with a backbone
+    the grid has since dropped, or one whose member was retrained, is stale.
+
+    Args:
+        run: the replicate's run directory.
+        names: the ensembles the grid builds.
+        members: the grid's members (`grid_members`).
+
+    Returns:
+        name -> why it is stale ("no fit.json", "members ... differ ...", ...); current
+        ensembles are left out.
+    """
+    expected = list(MEMBER_SPLITS)
+    if members and all(RunDir.predictions_file(run.model_dir(m), "oof").is_file()
+                       for m in members):
+        expected.append("oof")
+    hashes: dict[tuple[str, str], str] = {}
+
+    def current(member: str, split: str) -> str:
+        if (member, split) not in hashes:
+            path = RunDir.predictions_file(run.model_dir(member), split)
+            hashes[(member, split)] = file_sha256(path) if path.is_file() else ""
+        return hashes[(member, split)]
+
+    stale = {}
+    for name in names:
+        reason = _fit_problem(run.ensemble_dir(name) / ENSEMBLE_FIT_FILE, members, expected,
+                              current)
+        if reason:
+            stale[name] = reason
+    return stale
+
+
+def _fit_problem(path, members: list[str], expected: list[str], current) -> str:
+    if not path.is_file():
+        return "no fit.json"
+    try:
+        record = read_json(path)
+    except (OSError, ValueError) as exc:
+        return f"unreadable fit.json ({exc})"
+    recorded = record.get("members") if isinstance(record, dict) else None
+    state = record.get("state") if isinstance(record, dict) else None
+    if (record.get("ensemble") in ("weighted_voting", "stacking") and isinstance(state, dict)
+            and state.get("objective") != "class-balanced log loss"):
+        return "fit before the class-balanced convention (plain log loss)"
+    if not isinstance(recorded, list) or sorted(map(str, recorded)) != sorted(members):
+        return (f"fit on members {', '.join(map(str, recorded or [])) or 'unknown'}, the grid's "
+                f"are {', '.join(members)}")
+    files = record.get("member_files")
+    if not isinstance(files, dict):
+        return "fit.json records no member files"
+    for member in members:
+        splits = files.get(member) if isinstance(files.get(member), dict) else {}
+        if sorted(splits) != sorted(expected):
+            return (f"fit with {member}'s {', '.join(sorted(splits)) or 'no'} predictions, the "
+                    f"replicate now has {', '.join(sorted(expected))}")
+        for split, entry in splits.items():
+            if not isinstance(entry, dict) or entry.get("sha256") != current(member, split):
+                return f"{member}'s predictions_{split}.csv changed since the fit"
+    return ""

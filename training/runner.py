@@ -824,6 +824,7 @@ def _finish(run: RunDir, args: argparse.Namespace, config: dict[str, Any],
 
     from reports.build import build_report
     from reports.results import write_results_csv
+    from reports.stats import REFERENCE_ENTRY
 
     if not changed and run.results_csv.is_file():
         outcome.results_csv = run.results_csv
@@ -838,7 +839,8 @@ def _finish(run: RunDir, args: argparse.Namespace, config: dict[str, Any],
     else:
         outcome.report = _stage(outcome, "report", lambda: build_report(
             run.root, rank_by=getattr(args, "rank_by", None) or "balanced_accuracy",
-            n_resamples=getattr(args, "bootstrap", None) or 1000, seed=config["seed"]))
+            n_resamples=getattr(args, "bootstrap", None) or 1000, seed=config["seed"],
+            reference=getattr(args, "reference", None) or REFERENCE_ENTRY))
         if outcome.report is not None:
             logger.info("report: %s", outcome.report)
 
@@ -847,39 +849,56 @@ def _finish_grid(run: RunDir, args: argparse.Namespace, config: dict[str, Any],
                  outcome: RunOutcome, replicates: list[Any]) -> None:
     """Out-of-fold predictions and ensembles per replicate, then the grid's aggregated report.
 
-    As in `_finish`, a replicate whose jobs were all skipped keeps its ensembles; the grid's
-    results.csv, jobs.csv and report are rebuilt when anything changed or one is missing.
+    Every replicate's ensembles use one member set, the backbones finished in every replicate
+    (a backbone missing in one replicate is dropped from all, logged), and are refit wherever
+    their fit.json is stale: other members, or member files that changed or appeared since the
+    fit (e.g. out-of-fold predictions written after the others finished). Current ensembles are
+    kept untouched. The grid's results.csv, jobs.csv and report are rebuilt when anything
+    changed or one is missing.
     """
-    from training.grid import write_oof_predictions
+    from training.grid import grid_members, stale_ensembles, write_oof_predictions
 
     ran = {result.name.split("/", 1)[0] for result in outcome.entries if not result.skipped}
     if config.get("folds"):
         for name in config["entries"]:
             _stage(outcome, f"out-of-fold predictions of {name}",
                    lambda name=name: write_oof_predictions(run, config, replicates, name))
+    members, dropped = grid_members(replicates, config_mod.backbone_names())
+    for name, lacking in dropped.items():
+        logger.warning("%s is not finished in %s; it is left out of the ensembles of every "
+                       "replicate, so that each ensemble has the same members in the whole grid",
+                       name, ", ".join(lacking))
     built: set[str] = set()
-    for replicate in replicates:
-        rep = replicate.run
-        backbones = [n for n in config_mod.backbone_names()
-                     if entry_is_finished(rep.model_dir(n))]
-        if len(backbones) < 2:
-            continue
-        if replicate.name not in ran and rep.ensemble_names():
-            built.update(rep.ensemble_names())
-            continue
+    if len(members) < 2:
+        logger.info("ensembles skipped: they need at least two backbones finished in every "
+                    "replicate, the grid has %d (%s)", len(members), ", ".join(members) or "none")
+    else:
         from ensembles.build import build_ensembles
+        from ensembles.registry import resolve_names
 
-        names = _stage(outcome, f"ensembles of {replicate.name}", lambda rep=rep, replicate_seed=replicate.seed: list(
-            build_ensembles(rep.root, ("all",), n_resamples=getattr(args, "bootstrap", None)
-                            or 1000, seed=replicate_seed)))
-        if names is not None:
-            built.update(names)
-            ran.add(replicate.name)
+        names = resolve_names(("all",))
+        for replicate in replicates:
+            stale = stale_ensembles(replicate.run, names, members)
+            if not stale:
+                built.update(names)
+                continue
+            for name, why in stale.items():
+                logger.info("%s/%s is (re)fit: %s", replicate.name, name, why)
+            fitted = _stage(outcome, f"ensembles of {replicate.name}",
+                            lambda rep=replicate: list(build_ensembles(
+                                rep.run.root, ("all",), members=members,
+                                n_resamples=getattr(args, "bootstrap", None) or 1000,
+                                seed=rep.seed)))
+            if fitted is not None:
+                built.update(fitted)
+                ran.add(replicate.name)
     outcome.ensembles = sorted(built)
     if outcome.ensembles:
-        logger.info("ensembles per replicate: %s", ", ".join(outcome.ensembles))
+        logger.info("ensembles per replicate (members %s): %s", ", ".join(members),
+                    ", ".join(outcome.ensembles))
 
     from reports.build import build_report
+    from reports.stats import REFERENCE_ENTRY
 
     if not ran and run.report_md.is_file() and run.results_csv.is_file():
         outcome.results_csv, outcome.report = run.results_csv, run.report_md
@@ -889,7 +908,8 @@ def _finish_grid(run: RunDir, args: argparse.Namespace, config: dict[str, Any],
         return
     outcome.report = _stage(outcome, "report", lambda: build_report(
         run.root, rank_by=getattr(args, "rank_by", None) or "balanced_accuracy",
-        n_resamples=getattr(args, "bootstrap", None) or 1000, seed=config["seed"]))
+        n_resamples=getattr(args, "bootstrap", None) or 1000, seed=config["seed"],
+        reference=getattr(args, "reference", None) or REFERENCE_ENTRY))
     if outcome.report is not None:
         outcome.results_csv = run.results_csv if run.results_csv.is_file() else None
         logger.info("report: %s", outcome.report)

@@ -7,6 +7,13 @@ the SVM takes seconds. Then standardised features feed an RBF `sklearn.svm.SVC` 
 probabilities are calibrated (sigmoid/Platt, cross-validated on the training split,
 `CalibratedClassifierCV(ensemble=False)`); C is chosen on the validation split by balanced
 accuracy, the test split is predicted once at the end.
+
+The probabilities follow the benchmark's one prior convention, the CNNs' class-balanced loss: with
+`class_weight: balanced` (every preset) each training image is weighted n / (n_classes * n_class)
+(scikit-learn's "balanced") in the SVC's hinge loss and in the Platt fit, so the probabilities
+target a uniform class prior, not the training frequencies. The calibration folds are grouped by
+lesion (`StratifiedGroupKFold`), so no lesion has images on both sides of a fold: out-of-fold
+decision values of a lesion's other images would otherwise make the calibration over-confident.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -29,6 +36,25 @@ logger = logging.getLogger(__name__)
 
 FEATURES_DIR = "features"
 FEATURES_FORMAT = 1
+MAX_CALIBRATION_FOLDS = 5
+CLASS_WEIGHTS = ("balanced", None)
+
+
+class SvmFit(NamedTuple):
+    """What `fit_svm` returns.
+
+    Attributes:
+        model: the fitted pipeline of the chosen C (standardise -> calibrated SVC).
+        C: the chosen C.
+        scores: {C: validation balanced accuracy}.
+        calibration: JSON-ready record of the calibration (method, folds, scheme, grouping,
+            class weighting, the prior the probabilities target, classes left out).
+    """
+
+    model: Any
+    C: float
+    scores: dict[float, float]
+    calibration: dict[str, Any]
 
 
 def _weights_id(weights: Any, seed: int) -> str:
@@ -148,20 +174,66 @@ def _compute_features(cache: Any, backbone: str, config: dict[str, Any],
              "flops_per_image": int(count_model_flops(net))})
 
 
-def _svm(C: float, svm: dict[str, Any], seed: int, folds: int):
-    """Standardise -> SVC, wrapped in sigmoid (Platt) calibration by `folds`-fold CV."""
+def calibration_folds(y: np.ndarray, groups: np.ndarray, seed: int,
+                      max_folds: int = MAX_CALIBRATION_FOLDS) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Lesion-grouped, class-stratified folds for the probability calibration.
+
+    Each class must have at least two lesions. The fold count is `max_folds`, or fewer when a
+    class has fewer lesions; when a fold's training part would miss a class (the SVC's decision
+    values need every class in every fold), one fold fewer is tried, down to two.
+
+    Args:
+        y: (n,) class indices.
+        groups: (n,) lesion ids; a lesion never has images on both sides of a fold.
+        seed: random state of the shuffle among lesions of the same class mix.
+        max_folds: the most folds.
+
+    Returns:
+        The (train, test) row-index pairs.
+
+    Raises:
+        ValueError: a class with fewer than two lesions, or no fold count whose training parts
+            all hold every class.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    classes = np.unique(y)
+    lesions = np.array([len(np.unique(groups[y == c])) for c in classes])
+    if lesions.min() < 2:
+        raise ValueError(f"calibration folds need two lesions of every class; class "
+                         f"{int(classes[lesions.argmin()])} has {int(lesions.min())}")
+    for k in range(int(min(max_folds, lesions.min())), 1, -1):
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        folds = list(splitter.split(np.zeros((len(y), 1)), y, groups))
+        if all(len(np.unique(y[train])) == len(classes) and len(test) for train, test in folds):
+            return folds
+    raise ValueError("no lesion-grouped calibration folds keep every class in every training "
+                     "part; the training split has too few lesions of some class")
+
+
+def class_balanced_weights(y: np.ndarray) -> np.ndarray:
+    """Per-image weights n / (n_classes_present * n_class): scikit-learn's "balanced"."""
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    return compute_sample_weight("balanced", y)
+
+
+def _svm(C: float, svm: dict[str, Any], seed: int, folds: list):
+    """Standardise -> SVC, wrapped in sigmoid (Platt) calibration over the given folds.
+
+    The SVC takes no class_weight of its own: class balance comes as sample weights, which
+    CalibratedClassifierCV hands to the SVC and to the Platt fit alike (a class_weight on top
+    would weight the SVC twice).
+    """
     from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    svc = SVC(C=float(C), kernel=svm.get("kernel", "rbf"),
-              class_weight=svm.get("class_weight", "balanced"), random_state=seed)
+    svc = SVC(C=float(C), kernel=svm.get("kernel", "rbf"), random_state=seed)
     return make_pipeline(
         StandardScaler(),
-        CalibratedClassifierCV(svc, method="sigmoid", ensemble=False,
-                               cv=StratifiedKFold(folds, shuffle=True, random_state=seed)),
+        CalibratedClassifierCV(svc, method="sigmoid", ensemble=False, cv=folds),
     )
 
 
@@ -173,46 +245,64 @@ def svm_proba(model, x: np.ndarray) -> np.ndarray:
 
 
 def fit_svm(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-            svm: dict[str, Any], seed: int = 0) -> tuple[Any, float, dict[float, float]]:
+            svm: dict[str, Any], seed: int = 0, *,
+            train_groups: np.ndarray | None = None) -> SvmFit:
     """Fit one SVM per C of `svm["C_grid"]` on train, keep the best by val balanced accuracy.
 
     Probabilities are calibrated by cross-validation on the training split (up to 5 folds,
-    fewer when a class has fewer images); a class with a single training image cannot be
-    calibrated and is left out (it gets probability 0, logged).
+    grouped by lesion, fewer when a class has fewer lesions); a class with a single training
+    lesion cannot be calibrated and is left out (it gets probability 0, logged). With
+    `svm["class_weight"] == "balanced"` (the default) the SVC and its calibration weight every
+    image by its class's inverse frequency, so the probabilities target a uniform prior like the
+    class-balanced CNNs'; with None they target the training frequencies.
 
     Args:
         train_x, train_y: training features and class indices.
         val_x, val_y: validation features and class indices.
         svm: the config's "svm" mapping (C_grid, kernel, class_weight).
-        seed: random state of the probability calibration.
+        seed: random state of the SVC and of the calibration folds.
+        train_groups: (n_train,) lesion ids of the training images (None: every image its own
+            lesion).
 
     Returns:
-        (fitted pipeline of the best C, that C, {C: val balanced accuracy}). Ties go to the
-        smaller C.
+        An `SvmFit`: the fitted pipeline of the best C, that C, {C: val balanced accuracy} and
+        the calibration record. Ties go to the smaller C.
 
     Raises:
-        ValueError: fewer than two classes in the training split, or an empty C grid.
+        ValueError: fewer than two classes with two or more lesions in the training split, an
+            empty C grid, an unknown class_weight, or train_groups of the wrong length.
     """
     from sklearn.metrics import balanced_accuracy_score
 
-    counts = np.bincount(train_y, minlength=NUM_CLASSES)
-    single = np.flatnonzero(counts == 1)
+    class_weight = svm.get("class_weight", "balanced")
+    if class_weight not in CLASS_WEIGHTS:
+        raise ValueError(f"svm.class_weight must be 'balanced' or null, got {class_weight!r}")
+    groups = (np.arange(len(train_y)).astype(str) if train_groups is None
+              else np.asarray(train_groups).astype(str))
+    if groups.shape != (len(train_y),):
+        raise ValueError(f"train_groups must hold one lesion id per training image "
+                         f"({len(train_y)}), got shape {groups.shape}")
+    lesions = np.zeros(NUM_CLASSES, dtype=int)
+    for c in np.unique(train_y):
+        lesions[c] = len(np.unique(groups[train_y == c]))
+    single = np.flatnonzero(lesions == 1)
     if single.size:
-        logger.warning("SVM: classes %s have a single training image and are left out",
+        logger.warning("SVM: classes %s have a single training lesion and are left out",
                        single.tolist())
         keep = ~np.isin(train_y, single)
-        train_x, train_y = train_x[keep], train_y[keep]
-        counts[single] = 0
-    if np.count_nonzero(counts) < 2:
-        raise ValueError("the SVM baseline needs at least two classes with two or more images "
+        train_x, train_y, groups = train_x[keep], train_y[keep], groups[keep]
+    if np.count_nonzero(lesions >= 2) < 2:
+        raise ValueError("the SVM baseline needs at least two classes with two or more lesions "
                          "each in the training split")
-    folds = int(min(5, counts[counts > 0].min()))
     grid = sorted(float(c) for c in svm.get("C_grid", []))
     if not grid:
         raise ValueError("svm.C_grid is empty; give at least one C")
+    folds = calibration_folds(train_y, groups, seed)
+    weights = class_balanced_weights(train_y) if class_weight == "balanced" else None
     best, best_c, scores = None, None, {}
     for C in grid:
-        model = _svm(C, svm, seed, folds).fit(train_x, train_y)
+        model = _svm(C, svm, seed, folds).fit(
+            train_x, train_y, calibratedclassifiercv__sample_weight=weights)
         pred = svm_proba(model, val_x).argmax(axis=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -220,7 +310,16 @@ def fit_svm(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: 
         if best is None or scores[C] > scores[best_c]:
             best, best_c = model, C
     logger.info("SVM: val balanced accuracy per C %s -> C=%g", scores, best_c)
-    return best, best_c, scores
+    calibration = {
+        "method": "sigmoid",
+        "scheme": "StratifiedGroupKFold",
+        "groups": "lesion" if train_groups is not None else "image",
+        "folds": len(folds),
+        "class_weight": class_weight,
+        "prior": "uniform" if class_weight == "balanced" else "training frequencies",
+        "left_out_classes": single.tolist(),
+    }
+    return SvmFit(best, best_c, scores, calibration)
 
 
 def run_svm_entry(entry: str, config: dict[str, Any], cache: Any, data: Any,
@@ -259,8 +358,9 @@ def run_svm_entry(entry: str, config: dict[str, Any], cache: Any, data: Any,
                                       devices=devices)
     extract_rate = float(meta.get("images_per_s") or 0.0)
     fit_started = time.perf_counter()
-    model, C, scores = fit_svm(features[data.train.rows], data.train.labels,
-                               features[data.val.rows], data.val.labels, svm, seed)
+    model, C, scores, calibration = fit_svm(
+        features[data.train.rows], data.train.labels, features[data.val.rows], data.val.labels,
+        svm, seed, train_groups=data.train.lesion_id)
     fit_seconds = time.perf_counter() - fit_started
     svm_seconds, n = 0.0, 0
     for split, part in (("val", data.val), ("test", data.test)):
@@ -285,6 +385,7 @@ def run_svm_entry(entry: str, config: dict[str, Any], cache: Any, data: Any,
         "svm_fit_seconds": round(fit_seconds, 3),
         "svm_C": C,
         "svm_val_balanced_accuracy_per_C": {str(k): v for k, v in scores.items()},
+        "svm_calibration": calibration,
         "feature_dim": int(features.shape[1]),
         "params": meta.get("params"),
         "trainable_params_phase1": 0,

@@ -128,7 +128,8 @@ def test_all_four_on_hand_made_files(tmp_path, capsys, has_reports, report_calls
     assert benchmark.main(argv) == 0
     assert RunDir(run).ensemble_names() == sorted(ENSEMBLE_NAMES)
     if has_reports:
-        assert report_calls == [(run, {"rank_by": "accuracy", "n_resamples": 20, "seed": 0})]
+        assert report_calls == [(run, {"rank_by": "accuracy", "n_resamples": 20, "seed": 0,
+                                       "reference": None})]
         results = pd.read_csv(run / "results.csv")
         assert set(ENSEMBLE_NAMES) <= set(results.iloc[:, 0]) | set(results.get("entry", []))
 

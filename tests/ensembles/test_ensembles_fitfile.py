@@ -52,13 +52,16 @@ def test_fit_json_holds_weights_and_meta_model(tmp_path):
     state = fit_record(weighted, members=["a", "b", "c"], fit_split="val", fit_size=60,
                        fit_lesions=60, val_in_sample=True, member_files=FILES)["state"]
     assert state["weights"] == weighted.weights_.tolist() and sum(state["weights"]) == pytest.approx(1)
+    assert state["objective"] == "class-balanced log loss"
+    assert state["fit_log_loss"] == weighted.fit_log_loss_
     stacking = make_estimator("stacking").fit(members, y, np.arange(60) // 2)
     state = fit_record(stacking, members=["a", "b", "c"], fit_split="val", fit_size=60,
                        fit_lesions=30, val_in_sample=True, member_files=FILES)["state"]
     assert np.array(state["coef"]).shape == (6, 21) and len(state["intercept"]) == 6
     assert state["meta_classes"] == list(CLASSES[:6])
     assert state["C"] == stacking.C_ and state["clip"] == 1e-7
-    assert state["cv"]["scoring"] == "neg_log_loss"
+    assert state["cv"]["scoring"] == "neg_class_balanced_log_loss"
+    assert state["class_weight"] == "balanced" and state["objective"] == "class-balanced log loss"
 
 
 def test_member_hash_changes_with_any_member_file():

@@ -98,15 +98,18 @@ def test_class_missing_from_fit_labels_gets_probability_zero():
     assert [int(c) for c in model.meta_classes_] == [0, 1, 2, 3, 4, 5]
 
 
-def test_binary_labels_match_sklearns_logistic_regression():
+@pytest.mark.parametrize("class_weight", ["balanced", None])
+def test_binary_labels_match_sklearns_logistic_regression(class_weight):
     rng = np.random.default_rng(2)
     members, y = complementary_members(rng, 100)
     keep = np.isin(y, [CLASS_INDEX["mel"], CLASS_INDEX["nv"]])
     members, y = members[:, keep], y[keep]
-    model = Stacking(Cs=(1.0,), n_splits=1).fit(members, y)  # one fold -> no CV, default C=1
+    # One fold -> no CV, default C=1.
+    model = Stacking(Cs=(1.0,), n_splits=1, class_weight=class_weight).fit(members, y)
     assert model.cv_["scheme"] == "none" and model.C_ == 1.0
     assert model.coef_.shape == (2, 21) and (model.coef_[0] == 0).all()
-    reference = LogisticRegression(C=1.0, max_iter=1000).fit(log_features(members, 1e-7), y)
+    reference = LogisticRegression(C=1.0, max_iter=1000, class_weight=class_weight).fit(
+        log_features(members, 1e-7), y)
     expected = reference.predict_proba(log_features(members, 1e-7))
     np.testing.assert_allclose(model.predict_proba(members)[:, [4, 5]], expected, atol=1e-12)
 

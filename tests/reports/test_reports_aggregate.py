@@ -1,4 +1,4 @@
-"""reports.aggregate on a hand-made job table: statistics, ranking and paired tests by hand."""
+"""reports.aggregate on a hand-made job table: statistics, ranking and pairing by hand."""
 
 from __future__ import annotations
 
@@ -6,21 +6,19 @@ import math
 import statistics
 from pathlib import Path
 
-import numpy as np
 import pytest
-from scipy.stats import binomtest
 
-from data_utils.classes import CLASSES
-from data_utils.predictions import make_predictions
 from reports.aggregate import (
     aggregate_jobs,
+    better,
     complete_grid,
+    entry_kinds,
     job_columns,
     job_rows,
     jobs_frame,
-    paired_tests,
-    pooled_mcnemar,
+    ok_values,
     rank_aggregate,
+    shared_jobs,
     summarise,
 )
 from reports.results import Entry
@@ -37,13 +35,6 @@ BA = {
 }
 ACCURACY = {"inception_resnet_v2": [0.90, 0.85, 0.88], "xception": [0.86, 0.86, 0.86, 0.80]}
 KINDS = {"paper_cnn": "baseline", "soft_voting": "ensemble"}
-
-
-def _t_p_df2(diffs: list[float]) -> tuple[float, float]:
-    """Paired t statistic and two-sided p for 3 pairs (df = 2: P(|T| > t) = 1 - t/sqrt(2+t^2))."""
-    assert len(diffs) == 3
-    t = statistics.mean(diffs) / (statistics.stdev(diffs) / math.sqrt(3))
-    return t, 1 - abs(t) / math.sqrt(2 + t * t)
 
 
 @pytest.fixture(scope="module")
@@ -106,49 +97,25 @@ def test_ranking_by_mean_respects_direction(jobs, rank_by):
     assert math.isnan(ranked["rank"].iloc[5])  # no finished job: not ranked, last
 
 
-def test_paired_tests_by_hand(jobs):
-    tests = {t.other: t for t in paired_tests(jobs, "balanced_accuracy")}
-    assert list(tests) == ["nasnet_large", "paper_cnn", "resnext101", "soft_voting", "xception"]
-
-    xcp = tests["xception"]
-    diffs = [0.80 - 0.71, 0.70 - 0.73, 0.75 - 0.69]  # the 4th job: the reference failed
-    assert xcp.pairs == ((0, 0), (0, 1), (1, 0)) and xcp.n_pairs == 3
-    assert xcp.mean_diff["balanced_accuracy"] == pytest.approx(0.04)
-    assert xcp.mean_diff["accuracy"] == pytest.approx((0.04 - 0.01 + 0.02) / 3)
-    assert (xcp.wins, xcp.ties, xcp.losses) == (2, 0, 1)
-    t, p = _t_p_df2(diffs)
-    assert xcp.t_statistic == pytest.approx(t) and xcp.t_p == pytest.approx(p)
-    # Wilcoxon, exact, n = 3: |d| ranks 3, 1, 2; W- = 1; P(W- <= 1) = 2/8; two-sided 0.5
-    assert xcp.wilcoxon_p == pytest.approx(0.5)
-    assert xcp.note == ""
-
-    cnn = tests["paper_cnn"]
-    t_cnn, p_cnn = _t_p_df2([0.30, 0.28, 0.29])
-    assert (cnn.wins, cnn.ties, cnn.losses) == (3, 0, 0)
-    assert cnn.t_p == pytest.approx(p_cnn) and cnn.t_statistic == pytest.approx(t_cnn)
-    assert cnn.wilcoxon_p == pytest.approx(0.25)  # every sign positive: 2 * 1/8
-
-    # Holm over the two defined p-values (NaN ones do not count): 2 * smallest, then running max
-    assert cnn.t_p_holm == pytest.approx(2 * p_cnn)
-    assert xcp.t_p_holm == pytest.approx(max(2 * p_cnn, p))
-    assert cnn.wilcoxon_p_holm == pytest.approx(0.5) and xcp.wilcoxon_p_holm == pytest.approx(0.5)
-
-    same = tests["resnext101"]
-    assert (same.n_pairs, same.wins, same.ties, same.losses) == (3, 0, 3, 0)
-    assert math.isnan(same.t_p) and math.isnan(same.wilcoxon_p) and math.isnan(same.t_p_holm)
-    assert same.note == "all paired differences are zero"
-    one = tests["soft_voting"]
-    assert one.n_pairs == 1 and math.isnan(one.t_p) and math.isnan(one.wilcoxon_p)
-    assert one.note == "fewer than 2 paired jobs"
-    assert tests["nasnet_large"].n_pairs == 0 and tests["nasnet_large"].kind == "backbone"
+def test_shared_jobs_pair_only_jobs_both_finished(jobs):
+    # the reference failed in fold1-seed1; xception has all four jobs
+    assert shared_jobs(jobs, "xception", "balanced_accuracy") == [(0, 0), (0, 1), (1, 0)]
+    assert shared_jobs(jobs, "soft_voting", "balanced_accuracy") == [(0, 0)]
+    assert shared_jobs(jobs, "nasnet_large", "balanced_accuracy") == []
+    # the reference has no accuracy in fold1-seed1 (it failed there): the same 3 pairs
+    assert shared_jobs(jobs, "xception", "accuracy") == [(0, 0), (0, 1), (1, 0)]
+    assert shared_jobs(jobs, "xception", "no_such_metric") == []
+    assert ok_values(jobs, "paper_cnn", "balanced_accuracy", "test") == {
+        (0, 0): 0.50, (0, 1): 0.42, (1, 0): 0.46}
+    assert entry_kinds(jobs)["paper_cnn"] == "baseline"
 
 
-def test_paired_tests_lower_is_better_and_without_reference(jobs):
-    tests = {t.other: t for t in paired_tests(jobs, "log_loss")}
-    # log_loss = 1 - BA: the reference's lower loss is a win
-    assert (tests["xception"].wins, tests["xception"].losses) == (2, 1)
-    assert tests["xception"].mean_diff["log_loss"] == pytest.approx(-0.04)
-    assert paired_tests(jobs[jobs.entry != "inception_resnet_v2"]) == []
+@pytest.mark.parametrize(("difference", "metric", "expected"), [
+    (0.04, "balanced_accuracy", 1), (-0.04, "balanced_accuracy", -1),
+    (-0.04, "log_loss", 1), (0.04, "log_loss", -1), (1e-13, "accuracy", 0),
+])
+def test_better_respects_direction(difference, metric, expected):
+    assert better(difference, metric) == expected
 
 
 def test_job_rows_from_entries():
@@ -169,27 +136,3 @@ def test_job_rows_from_entries():
     failed = table.loc[("nasnet_large", "test")]
     assert failed.status == "failed" and failed.error == "CUDA out of memory"
     assert math.isnan(failed.balanced_accuracy)
-
-
-def _preds(ids, labels, predicted):
-    proba = np.full((len(ids), 7), 0.01)
-    proba[np.arange(len(ids)), [CLASSES.index(p) for p in predicted]] = 0.94
-    return make_predictions(ids, [f"L{i}" for i in ids], labels, proba)
-
-
-def test_pooled_mcnemar_aligns_and_concatenates(jobs):
-    labels = ["nv", "mel", "bcc", "nv"]
-    ref1 = _preds(["a", "b", "c", "d"], labels, ["nv", "mel", "nv", "nv"])  # right, right, wrong, right
-    # the other entry: other row order and one extra image, which is dropped
-    oth1 = _preds(["d", "c", "b", "a", "e"], ["nv", "bcc", "mel", "nv", "df"],
-                  ["mel", "nv", "mel", "mel", "df"])  # d wrong, c wrong, b right, a wrong
-    ref2 = _preds(["x", "y"], ["df", "df"], ["nv", "df"])
-    oth2 = _preds(["x", "y"], ["df", "df"], ["df", "df"])
-    result = pooled_mcnemar([(ref1, oth1), (ref2, oth2)])
-    assert (result.only_a, result.only_b) == (2, 1)  # a, d for the reference; x for the other
-    assert result.p_value == pytest.approx(binomtest(2, 3, 0.5).pvalue)
-    assert pooled_mcnemar([]) is None
-    tests = {t.other: t for t in paired_tests(jobs, mcnemar={"xception": result})}
-    assert tests["xception"].mcnemar == result
-    assert tests["xception"].mcnemar_p_holm == pytest.approx(result.p_value)  # only one p-value
-    assert tests["paper_cnn"].mcnemar is None and math.isnan(tests["paper_cnn"].mcnemar_p_holm)

@@ -104,3 +104,28 @@ def test_percentile_interval_ignores_nan_and_handles_all_nan():
     assert percentile_interval(np.array([np.nan, 1.0, 1.0])) == [1.0, 1.0]
     low, high = percentile_interval(np.array([np.nan, np.nan]))
     assert np.isnan(low) and np.isnan(high)
+
+
+def test_every_comparison_sampler_equals_compute_metrics_on_the_expanded_resample():
+    # what comparisons.csv resamples is what metrics.json reports, resample by resample
+    from reports.comparisons import SAMPLERS
+    from reports.metrics import calibration_probabilities, compute_metrics
+
+    y, proba, lesions = _data(n=90, seed=2)
+    proba = proba * 0.98 + 0.02 / 7  # no zero probabilities
+    prior = np.array([0.05, 0.08, 0.1, 0.02, 0.1, 0.6, 0.05])
+    y_pred = proba.argmax(axis=1)
+    boot = LesionBootstrap(lesions, n_resamples=8, seed=5)
+    calibrated = calibration_probabilities(proba, prior)
+    samples = {m: f(boot, y, y_pred, proba, calibrated) for m, f in SAMPLERS.items()}
+    weights = boot.image_weights().astype(int)
+    for r in range(8):
+        rows = np.repeat(np.arange(len(y)), weights[r])
+        expanded = make_predictions(np.arange(len(rows)).astype(str), lesions[rows],
+                                    np.array(CLASSES)[y[rows]], proba[rows])
+        expected = compute_metrics(expanded, prior=prior)
+        for metric, values in samples.items():
+            if np.isnan(expected[metric]):
+                assert np.isnan(values[r]), (metric, r)
+            else:
+                assert values[r] == pytest.approx(expected[metric], abs=1e-9), (metric, r)

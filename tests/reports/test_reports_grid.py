@@ -21,7 +21,7 @@ from data_utils.errors import RunDirError
 from data_utils.predictions import make_predictions, read_predictions, write_predictions
 from data_utils.rundir import RunDir
 from reports.baseline import run_metrics
-from reports.build import build_report
+from reports.build import ReportError, build_report
 from reports.entry import write_entry_metrics
 from reports.results import write_results_csv
 
@@ -112,17 +112,78 @@ def test_report_sections_and_links(grid):
     assert "- `xception` in `fold1-seed1`: status failed (CUDA out of memory)" in text
     assert "Jobs in different folds are tested on different images" in text
     assert "**Plain reading.** InceptionResNetV2 ranks" in text
-    assert "Holm p (t)" in text and "Wilcoxon p" in text and "McNemar p" in text
+    section = text[text.index("## 5."): text.index("## 6.")]
+    assert "corrected repeated k-fold t-test (Nadeau & Bengio 2003; Bouckaert & Frank 2004)" \
+        in section
+    assert "Holm-corrected per metric" in section and "[comparisons.csv](comparisons.csv)" in section
+    assert "Wilcoxon" not in text and "McNemar" not in text
     per_job = text[text.index("## 4."): text.index("## 5.")]
     assert "fold0-seed0" in per_job and "fold1-seed1" in per_job
     xception_row = next(line for line in per_job.splitlines() if line.startswith("| xception"))
     assert "failed" in xception_row and " ± " in xception_row
-    section = text[text.index("## 5."): text.index("## 6.")]
     xception_test = next(line for line in section.splitlines() if line.startswith("| xception"))
     assert re.search(r"\| 3 +\|", xception_test)  # 3 pairs: the failed job is left out
     assert (run.figures_dir / "jobs_balanced_accuracy.png").stat().st_size > 5_000
     for link in _links(text):
         assert (run.root / link).is_file(), link
+
+
+def test_comparisons_csv_at_the_grid_root(grid):
+    run, _, text = grid
+    rows = pd.read_csv(run.root / "comparisons.csv")
+    assert list(rows.columns[:14]) == [
+        "reference", "other", "metric", "n_images", "n_lesions", "value_reference",
+        "value_other", "difference", "ci_low", "ci_high", "p_value", "p_holm", "significant",
+        "test"]
+    assert set(rows.metric) == {"balanced_accuracy", "accuracy", "macro_auc"}
+    assert set(rows.reference) == {"inception_resnet_v2"}
+    assert set(rows.other) == {"xception", "paper_cnn", "soft_voting"}
+    xcp = rows[(rows.other == "xception") & (rows.metric == "balanced_accuracy")].iloc[0]
+    irv2 = _replicate_values(run, "inception_resnet_v2", "balanced_accuracy")
+    assert xcp.n_jobs == 3  # fold1-seed1 failed for xception
+    assert xcp.value_reference == pytest.approx(statistics.mean(irv2[:3]))
+    assert xcp.difference == pytest.approx(xcp.value_reference - xcp.value_other)
+    assert xcp.test.startswith("corrected repeated k-fold t-test")
+    assert "3 paired jobs over 2 folds and 2 seeds" in xcp.test
+    assert xcp.test.endswith("Holm over 3 comparisons")
+    tested = rows[rows.p_value.notna()]
+    assert len(tested) == len(rows)
+    excludes_zero = (tested.ci_low > 0) | (tested.ci_high < 0)
+    assert (excludes_zero == (tested.p_value < 0.05)).all()
+    assert (tested.significant == (tested.p_holm < 0.05)).all()
+    # the report's plain reading is built from these rows
+    reading = next(line for line in text.splitlines() if line.startswith("**Plain reading.**"))
+    assert "by the corrected repeated k-fold t-test with Holm's correction" in reading
+    significant = rows[(rows.metric == "balanced_accuracy") & rows.significant]
+    for other in significant.other:
+        assert f"`{other}`" in reading.split("not significantly different")[0]
+
+
+def test_seeds_only_grid_compares_on_the_shared_test_set(synthetic_grid, tmp_path):
+    run = synthetic_grid(tmp_path / "grid", folds=None, seeds=(0, 1, 2),
+                         backbones={"inception_resnet_v2": 2.0, "xception": 1.0}, baselines={},
+                         ensembles=(), n_test=120, n_val=20, histories=False)
+    text = build_report(run.root, rank_by="macro_f1", n_resamples=200, figures=False,
+                        reference="xception").read_text()
+    rows = pd.read_csv(run.root / "comparisons.csv")
+    assert set(rows.reference) == {"xception"} and set(rows.other) == {"inception_resnet_v2"}
+    assert rows.metric.tolist() == ["macro_f1", "balanced_accuracy", "accuracy", "macro_auc"]
+    assert rows.test.str.startswith("seed-and-lesion t-test on a shared test set").all()
+    assert rows.test.str.contains("3 jobs, 200 lesion resamples").all()
+    assert (rows.difference < 0).all() and rows.p_value.notna().all()
+    section = text[text.index("## 5."): text.index("## 6.")]
+    assert section.startswith("## 5. `xception` vs the rest")
+    assert "seed-and-lesion t-test" in section and "corrected repeated" not in section
+
+
+@pytest.mark.parametrize(("reference", "match"), [
+    ("nasnet_large", "--reference 'nasnet_large' has no finished job with test predictions"),
+    ("no_such_entry", "choose one of: inception_resnet_v2, paper_cnn, soft_voting, xception"),
+])
+def test_an_unknown_reference_is_refused(grid, reference, match):
+    run, _, _ = grid
+    with pytest.raises(ReportError, match=match):
+        build_report(run.root, reference=reference, figures=False)
 
 
 def test_grid_baseline_is_the_mean_and_a_failed_job_is_missing(grid):

@@ -11,11 +11,14 @@ from sklearn.metrics import recall_score
 from data_utils.classes import CLASSES
 from data_utils.predictions import make_predictions
 from reports.metrics import (
+    PROBABILITY_METRICS,
     bootstrap_intervals,
     compute_metrics,
     expected_calibration_error,
+    mel_val_operating_point,
     metric_names,
     sensitivity_at_specificity,
+    val_threshold,
 )
 
 # Eight images, classes akiec/bcc/mel/nv present, bkl/df/vasc absent.
@@ -225,3 +228,90 @@ def test_bootstrap_intervals_keys_and_order():
     metrics = compute_metrics(preds)
     for name, (low, high) in intervals.items():
         assert low <= metrics[name.removesuffix("_ci")] <= high
+
+
+# ---------------------------------------------------------------------------------------------
+# the melanoma operating point chosen on validation, entries without probabilities
+
+
+def _mel_preds(mel_scores_pos, mel_scores_neg):
+    """Melanomas with the given melanoma probabilities, then nevi (rest of the mass on nv)."""
+    scores = list(mel_scores_pos) + list(mel_scores_neg)
+    labels = ["mel"] * len(mel_scores_pos) + ["nv"] * len(mel_scores_neg)
+    proba = _proba([{"mel": s, "nv": 1 - s} for s in scores])
+    ids = [f"I{i}" for i in range(len(scores))]
+    return make_predictions(ids, ids, labels, proba)
+
+
+def test_melanoma_operating_point_chosen_on_validation():
+    # validation: melanomas .9 .6 .3; ten others .8 .5 .45 .2 and six at .1.
+    # 90 % specificity allows one false positive: threshold .8 -> TP 1 (sens 1/3), .6 -> TP 2
+    # (sens 2/3, FP 1 = spec .9), .5 -> FP 2 (spec .8, too low). Threshold .6.
+    val = _mel_preds([0.9, 0.6, 0.3], [0.8, 0.5, 0.45, 0.2] + [0.1] * 6)
+    # test: melanomas .7 .6 .55 .2 -> called (>= .6): 2 of 4; others .65 .59 .3 .1 .1 -> one
+    # false positive -> specificity 4/5
+    test = _mel_preds([0.7, 0.6, 0.55, 0.2], [0.65, 0.59, 0.3, 0.1, 0.1])
+    assert mel_val_operating_point(val, test) == pytest.approx((0.6, 0.5, 0.8))
+    metrics = compute_metrics(test, val=val)
+    assert metrics["mel_val_threshold_spec90"] == pytest.approx(0.6)
+    assert metrics["mel_sens_at_val_threshold_spec90"] == pytest.approx(0.5)
+    assert metrics["mel_spec_at_val_threshold_spec90"] == pytest.approx(0.8)
+    # without validation predictions: NaN
+    assert math.isnan(compute_metrics(test)["mel_val_threshold_spec90"])
+
+
+def test_val_threshold_ties_and_nothing_allowed():
+    # melanomas .9 .05, ten others .8 and nine at .1: thresholds .9 (sens 1/2, spec 1) and .8
+    # (sens 1/2, spec .9) tie on sensitivity, and the higher specificity wins; .1 and .05 call
+    # every other image melanoma
+    positive = np.array([True, True] + [False] * 10)
+    score = np.array([0.9, 0.05, 0.8] + [0.1] * 9)
+    assert val_threshold(positive, score, 0.9) == 0.9
+    # five negatives: any false positive gives specificity .8 < .9; the top score is a negative,
+    # so only "above every score" qualifies (nothing called melanoma)
+    positive = np.array([True, False, False, False, False, False])
+    score = np.array([0.2, 0.9, 0.1, 0.1, 0.1, 0.1])
+    threshold = val_threshold(positive, score, 0.9)
+    assert threshold > 0.9 and threshold == np.nextafter(0.9, 1.0)
+    assert math.isnan(val_threshold(np.zeros(4, bool), np.arange(4.0), 0.9))
+
+
+def test_entry_without_probabilities_gets_nan_for_what_needs_them():
+    preds = make_predictions([f"I{i}" for i in range(8)], LESIONS, LABELS, _proba(ROWS))
+    metrics = compute_metrics(preds, probabilities=False, val=preds)
+    for name in PROBABILITY_METRICS:
+        assert math.isnan(metrics[name]), name
+    for name in ("macro_auc", "micro_auc", "auc_mel", "log_loss", "brier", "ece",
+                 "mel_sens_at_spec80", "mel_sens_at_spec90", "mel_val_threshold_spec90"):
+        assert name in PROBABILITY_METRICS
+    assert metrics["accuracy"] == pytest.approx(5 / 8)  # label metrics stay
+    intervals = bootstrap_intervals(preds, n_resamples=20, probabilities=False)
+    assert all(math.isnan(v) for v in intervals["macro_auc_ci"])
+    assert not math.isnan(intervals["accuracy_ci"][0])
+
+
+def test_new_metrics_come_after_the_per_class_block():
+    names = metric_names()
+    assert names[-3:] == ["mel_val_threshold_spec90", "mel_sens_at_val_threshold_spec90",
+                          "mel_spec_at_val_threshold_spec90"]
+    assert names.index("auc_vasc") == len(names) - 4
+
+
+def test_calibration_metrics_use_the_prior_shifted_probabilities():
+    from sklearn.metrics import log_loss
+
+    from reports.calibration import prior_shift
+
+    preds = make_predictions([f"I{i}" for i in range(8)], LESIONS, LABELS,
+                             _proba(ROWS) * 0.93 + 0.01)
+    prior = np.array([0.05, 0.05, 0.1, 0.05, 0.1, 0.6, 0.05])
+    shifted = prior_shift(preds.proba, prior)
+    metrics = compute_metrics(preds, prior=prior)
+    plain = compute_metrics(preds)
+    assert metrics["log_loss"] == pytest.approx(log_loss(preds.y_true, shifted, labels=range(7)))
+    assert metrics["log_loss"] != pytest.approx(plain["log_loss"])
+    assert metrics["ece"] == pytest.approx(
+        expected_calibration_error(preds.y_true, shifted.argmax(axis=1), shifted))
+    # discrimination is untouched
+    for name in ("accuracy", "balanced_accuracy", "macro_auc", "macro_f1", "mel_sens_at_spec90"):
+        assert metrics[name] == plain[name]

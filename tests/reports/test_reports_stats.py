@@ -1,4 +1,5 @@
-"""McNemar's exact test, Holm's correction and the paired comparison against hand values."""
+"""McNemar's exact test, Holm's correction and the paired bootstrap test against hand values;
+interval and p-value of the bootstrap test agree on every input."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from data_utils.classes import CLASSES
-from data_utils.predictions import make_predictions
-from reports.stats import compare, compare_all, holm, mcnemar_exact
+from reports.stats import holm, mcnemar_exact, paired_bootstrap_test, tail_rank
 
 
 def test_mcnemar_exact_hand_value():
@@ -48,48 +47,71 @@ def test_holm_skips_nan():
     assert adjusted[2] == pytest.approx(0.02)
 
 
-def _preds(labels, predicted, ids=None, lesions=None):
-    n = len(labels)
-    proba = np.full((n, 7), 0.05)
-    for i, c in enumerate(predicted):
-        proba[i, CLASSES.index(c)] = 0.7
-    ids = [f"I{i}" for i in range(n)] if ids is None else ids
-    return make_predictions(ids, lesions if lesions is not None else ids, labels, proba)
+def test_holm_matches_statsmodels_and_nan_stays_out_of_the_family():
+    from statsmodels.stats.multitest import multipletests
+
+    p = [0.2, 0.001, math.nan, 0.04, 0.012]
+    adjusted = holm(p)
+    expected = multipletests([0.2, 0.001, 0.04, 0.012], method="holm")[1]
+    assert [adjusted[i] for i in (0, 1, 3, 4)] == pytest.approx(expected.tolist())
+    assert math.isnan(adjusted[2])
+    assert all(math.isnan(v) for v in holm([math.nan, math.nan]))
 
 
-def test_compare_identical_entries():
-    labels = ["nv", "mel", "bcc", "nv", "akiec", "nv"]
-    a = _preds(labels, ["nv", "nv", "bcc", "nv", "akiec", "mel"])
-    result = compare(a, a, "same", n_resamples=100)
-    assert result.ba_diff == 0.0
-    assert result.ba_diff_ci == [0.0, 0.0]
-    assert result.mcnemar.p_value == 1.0
+def test_tail_rank_is_exact():
+    # ceil(n * 0.025): 40 -> 1, 41 -> 2 (1.025), 200 -> 5, 1000 -> 25, 1001 -> 26; never 0
+    assert [tail_rank(n) for n in (1, 39, 40, 41, 200, 1000, 1001)] == [1, 1, 1, 2, 5, 25, 26]
+    assert tail_rank(100, alpha=0.10) == 5
 
 
-def test_compare_aligns_rows_by_image_id():
-    labels = ["nv", "mel", "bcc", "nv"]
-    ref = _preds(labels, labels)  # all right
-    # same images in another order, plus one image the reference lacks
-    other = _preds(["bcc", "nv", "nv", "mel", "df"], ["bcc", "nv", "mel", "mel", "df"],
-                   ids=["I2", "I0", "I3", "I1", "X9"])
-    result = compare(ref, other, "other", n_resamples=100)
-    assert result.n_images == 4
-    # other is wrong only on I3 (true nv, predicted mel): accuracy 1 vs 3/4,
-    # balanced accuracy 1 vs mean(nv 1/2, mel 1, bcc 1) = 5/6
-    assert result.accuracy_diff == pytest.approx(0.25)
-    assert result.ba_diff == pytest.approx(1 - 5 / 6)
-    assert (result.mcnemar.only_a, result.mcnemar.only_b) == (1, 0)
-    assert result.ba_diff_ci[0] >= 0.0
+def test_bootstrap_test_hand_values():
+    # 40 replicates: -1 once, 0 once, 38 positive. k = ceil(40 * .025) = 1: interval = [min, max]
+    d = np.array([-1.0, 0.0] + list(np.linspace(0.1, 3.8, 38)))
+    result = paired_bootstrap_test(d)
+    assert (result.ci_low, result.ci_high) == (-1.0, pytest.approx(3.8))
+    # #{d <= 0} = 2, #{d >= 0} = 39: p = 2 * 2 / 40 = 0.1
+    assert result.p_value == pytest.approx(0.1) and result.n_valid == 40
+    # 200 replicates, 4 of them <= 0: k = 5, the 5th smallest is positive; p = 8 / 200 = .04
+    d = np.concatenate([[-3.0, -2.0, -1.0, 0.0], np.arange(1.0, 197.0)])
+    result = paired_bootstrap_test(d)
+    assert result.ci_low == 1.0 and result.ci_high == 192.0
+    assert result.p_value == pytest.approx(0.04) and result.excludes_zero
+    # one more at 0: 5 replicates <= 0, the 5th smallest is 0: p = .05, not below alpha
+    d[4] = 0.0
+    result = paired_bootstrap_test(d)
+    assert result.ci_low == 0.0 and result.p_value == pytest.approx(0.05)
+    assert not result.excludes_zero
 
 
-def test_compare_all_applies_holm():
+def test_bootstrap_test_degenerate_inputs():
+    same = paired_bootstrap_test(np.zeros(100))  # identical entries: every difference 0
+    assert (same.ci_low, same.ci_high, same.p_value) == (0.0, 0.0, 1.0)
+    empty = paired_bootstrap_test(np.array([math.nan, math.nan]))
+    assert math.isnan(empty.p_value) and math.isnan(empty.ci_low) and empty.n_valid == 0
+    assert not empty.excludes_zero
+    with_nan = paired_bootstrap_test(np.array([math.nan, 1.0, 2.0]))
+    assert with_nan.n_valid == 2 and with_nan.p_value == 0.0
+
+
+def test_interval_excludes_zero_exactly_when_p_below_alpha():
+    # many random inputs, with many exact zeros (ties) and sizes around the multiples of 40
     rng = np.random.default_rng(0)
-    labels = list(np.array(CLASSES)[rng.integers(0, 7, 300)])
-    ref = _preds(labels, labels)
-    noisy = {name: _preds(labels, [c if rng.random() > q else "nv" for c in labels])
-             for name, q in (("a", 0.05), ("b", 0.3), ("c", 0.5))}
-    results = compare_all(ref, noisy, n_resamples=200)
-    assert [r.other for r in results] == ["a", "b", "c"]
-    expected = holm([r.mcnemar.p_value for r in results])
-    assert [r.p_holm for r in results] == pytest.approx(expected)
-    assert results[2].significant and results[2].ba_diff_ci[0] > 0
+    checked = {True: 0, False: 0}
+    for trial in range(3000):
+        n = int(rng.integers(1, 420))
+        shift = rng.normal(0, 2)
+        d = np.round(rng.normal(shift, 1.5, n)) if trial % 2 else rng.normal(shift, 1.0, n)
+        if trial % 5 == 0:
+            d[rng.random(n) < 0.3] = np.nan
+        result = paired_bootstrap_test(d)
+        if result.n_valid == 0:
+            continue
+        assert result.excludes_zero == (result.p_value < 0.05), (trial, n, result)
+        assert result.ci_low <= result.ci_high
+        checked[result.excludes_zero] += 1
+    assert min(checked.values()) > 500  # both outcomes well represented
+    for alpha in (0.01, 0.1, 0.2):
+        for _ in range(300):
+            d = np.round(rng.normal(rng.normal(0, 2), 1.5, int(rng.integers(1, 300))))
+            result = paired_bootstrap_test(d, alpha=alpha)
+            assert result.excludes_zero == (result.p_value < alpha)

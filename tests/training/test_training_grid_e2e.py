@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 MODELS = ("xception", "inception_v3")
 GRID = ["--all", "--preset", "smoke", "--synthetic-images", "100", "--epochs", "1",
-        "--bootstrap", "50", "--models", *MODELS, "--seeds", "0,1", "--folds", "2"]
+        "--bootstrap", "50", "--models", *MODELS, "--seeds", "0,1", "--folds", "2",
+        "--reference", "xception"]
 REPLICATES = ("fold0-seed0", "fold0-seed1", "fold1-seed0", "fold1-seed1")
 
 
@@ -105,6 +106,19 @@ def test_the_report_aggregates_the_jobs(grid):
     results = pd.read_csv(run.results_csv)
     assert any(c.endswith("_mean") for c in results.columns)
     assert any(c.endswith("_sd") for c in results.columns)
+    # xception against the rest over the 4 paired jobs, with the corrected k-fold t-test
+    comparisons = pd.read_csv(run.root / "comparisons.csv")
+    assert set(comparisons["reference"]) == {"xception"}
+    assert set(comparisons["other"]) == {"inception_v3", "soft_voting", "hard_voting",
+                                         "weighted_voting", "stacking"}
+    ba = comparisons[comparisons["metric"] == "balanced_accuracy"]
+    assert (ba["n_jobs"] == 4).all()
+    assert ba["test"].str.startswith("corrected repeated k-fold t-test").all()
+    assert "## 5. `xception` vs the rest" in report
+    # one member set and one fit source per ensemble in the whole grid
+    for name in ("stacking", "weighted_voting"):
+        fits = [read_json(r.ensemble_dir(name) / "fit.json") for _, _, r in run.replicates()]
+        assert len({(tuple(f["members"]), f["fit_split"]) for f in fits}) == 1
 
 
 def test_a_rerun_skips_every_job_and_touches_no_model(grid):

@@ -1,5 +1,6 @@
 """Grid-run policies without training: replicate configs, the shared fold splits, replicate
-folders written once and checked on resume, and out-of-fold predictions from fabricated files."""
+folders written once and checked on resume, out-of-fold predictions from fabricated files, and
+one ensemble variant per grid (members finished everywhere, stale fits found)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from data_utils.splits import make_splits
 from training.grid import (
     OOF_FILE,
     fold_split,
+    grid_members,
     replicate_config,
+    stale_ensembles,
     write_oof_predictions,
     write_replicates,
 )
@@ -125,3 +128,70 @@ def test_out_of_fold_predictions_are_the_other_folds_held_out_rows(grid_run):
 
 def test_no_out_of_fold_predictions_without_folds(grid_run):
     assert write_oof_predictions(grid_run, {**CONFIG, "folds": None}, [], "xception") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# one ensemble variant per grid
+
+
+ENSEMBLE_NAMES = ["soft_voting", "hard_voting", "weighted_voting", "stacking"]
+CANDIDATES = ["inception_resnet_v2", "xception", "inception_v3", "resnext101"]
+
+
+@pytest.fixture
+def members_grid(grid_run):
+    """xception and inception_v3 finished in every replicate, resnext101 only in fold0-seed0."""
+    config = {**CONFIG, "entries": ["xception", "inception_v3", "resnext101"]}
+    replicates = write_replicates(grid_run, config, {})
+    rng = np.random.default_rng(1)
+    for replicate in replicates:
+        for entry in ("xception", "inception_v3"):
+            _write_job(replicate.run, entry, rng)
+    _write_job(replicates[0].run, "resnext101", rng)
+    return grid_run, config, replicates
+
+
+def test_grid_members_are_the_backbones_finished_in_every_replicate(members_grid):
+    _, _, replicates = members_grid
+    members, dropped = grid_members(replicates, CANDIDATES)
+    assert members == ["inception_v3", "xception"]  # sorted, as ensembles.members sorts them
+    assert dropped == {"resnext101": ["fold0-seed1", "fold1-seed0", "fold1-seed1"]}
+
+
+def test_stale_ensembles_are_the_ones_fit_on_other_members_or_files(members_grid):
+    from ensembles.build import build_ensembles
+
+    grid_run, config, replicates = members_grid
+    members, _ = grid_members(replicates, CANDIDATES)
+    first = replicates[0].run
+    assert stale_ensembles(first, ENSEMBLE_NAMES, members) == dict.fromkeys(ENSEMBLE_NAMES,
+                                                                             "no fit.json")
+    seed0 = [r for r in replicates if r.seed == 0]  # fold0-seed0, fold1-seed0
+    for replicate in seed0:
+        build_ensembles(replicate.run.root, ("all",), members=members, n_resamples=10)
+        assert stale_ensembles(replicate.run, ENSEMBLE_NAMES, members) == {}
+    # resnext101 joined fold0-seed0's default members in an earlier build: stale for the grid
+    build_ensembles(first.root, ("stacking",), n_resamples=10)
+    assert stale_ensembles(first, ["stacking"], members) == {"stacking": (
+        "fit on members inception_v3, resnext101, xception, the grid's are inception_v3, "
+        "xception")}
+    build_ensembles(first.root, ("stacking",), members=members, n_resamples=10)
+    # the out-of-fold predictions appear after the fit: every ensemble is stale
+    for entry in members:
+        write_oof_predictions(grid_run, config, replicates, entry)
+    for replicate in seed0:
+        stale = stale_ensembles(replicate.run, ENSEMBLE_NAMES, members)
+        assert sorted(stale) == sorted(ENSEMBLE_NAMES)
+        assert stale["stacking"] == ("fit with inception_v3's test, val predictions, the "
+                                     "replicate now has oof, test, val")
+        build_ensembles(replicate.run.root, ("all",), members=members, n_resamples=10)
+        assert read_json(replicate.run.ensemble_dir("stacking") / "fit.json")["fit_split"] \
+            == "oof"
+        assert stale_ensembles(replicate.run, ENSEMBLE_NAMES, members) == {}
+    # a member retrained since the fit
+    _write_job(first, "xception", np.random.default_rng(9))
+    reason = stale_ensembles(first, ["soft_voting"], members)["soft_voting"]
+    assert reason.startswith("xception's predictions_") and reason.endswith("changed since the fit")
+    (first.ensemble_dir("soft_voting") / "fit.json").write_text("{not json")
+    assert stale_ensembles(first, ["soft_voting"], members)["soft_voting"].startswith(
+        "unreadable fit.json")

@@ -277,8 +277,9 @@ def test_svm_on_small_features_chooses_c_on_val():
     x = centres[np.searchsorted([0, 2, 5], y)] + rng.normal(0, 1, (60, 5))
     order = rng.permutation(60)
     train, val = order[:40], order[40:]
-    model, c, scores = svm_baseline.fit_svm(x[train], y[train], x[val], y[val],
-                                            {"C_grid": [10.0, 0.01, 1.0]}, seed=0)
+    model, c, scores, calibration = svm_baseline.fit_svm(x[train], y[train], x[val], y[val],
+                                                         {"C_grid": [10.0, 0.01, 1.0]}, seed=0)
+    assert calibration["groups"] == "image" and calibration["prior"] == "uniform"
     assert sorted(scores) == [0.01, 1.0, 10.0]
     assert scores[c] == max(scores.values())
     assert c == min(k for k, v in scores.items() if v == scores[c])  # ties -> smaller C
@@ -288,9 +289,10 @@ def test_svm_on_small_features_chooses_c_on_val():
     assert (proba[:, [1, 3, 4, 6]] == 0).all()  # classes never seen in training
     # A class with a single training image cannot be calibrated: left out, probability 0.
     lone = np.vstack([x[train], x[val][:1]]), np.append(y[train], 6)
-    model, _, _ = svm_baseline.fit_svm(*lone, x[val], y[val], {"C_grid": [1.0]})
+    model, _, _, calibration = svm_baseline.fit_svm(*lone, x[val], y[val], {"C_grid": [1.0]})
     assert (svm_baseline.svm_proba(model, x[val])[:, 6] == 0).all()
-    with pytest.raises(ValueError, match="two classes"):
+    assert calibration["left_out_classes"] == [6]
+    with pytest.raises(ValueError, match="two classes with two or more lesions"):
         svm_baseline.fit_svm(x[:5], np.zeros(5, int), x[:5], np.zeros(5, int), {"C_grid": [1]})
 
 
@@ -310,6 +312,9 @@ def test_svm_entry_caches_features(data, tmp_path, monkeypatch):
                                          fingerprint="fp", batch_size=16, cache_root=tmp_path)
     assert metrics["status"] == "ok" and metrics["kind"] == "baseline"
     assert metrics["feature_dim"] == 8 and metrics["svm_C"] in config["svm"]["C_grid"]
+    calibration = metrics["svm_calibration"]
+    assert calibration["groups"] == "lesion" and calibration["scheme"] == "StratifiedGroupKFold"
+    assert calibration["class_weight"] == "balanced" and calibration["prior"] == "uniform"
     for split in ("val", "test"):
         read_predictions(tmp_path / "svm" / f"predictions_{split}.csv")
     features = list((tmp_path / "features").glob("*.npy"))

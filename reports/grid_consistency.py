@@ -1,0 +1,92 @@
+"""One ensemble name, one variant: a grid aggregates an ensemble only when every replicate built
+it from the same members and fit it on the same source.
+
+An ensemble's variant is what its fit.json records (ensembles.fitfile): `members` and
+`fit_split` ("val": the validation split, "oof": out-of-fold predictions, "none": nothing fit).
+Replicates can disagree when one was not retrained and kept ensembles fit on validation while
+the others now have out-of-fold predictions, or when a backbone failed in one replicate. Their
+mean over jobs would then mix two different models under one name, so the grid report refuses.
+fit.json is read as plain JSON (reports never import ensembles); where it is absent, the
+members and fit_split an ensemble's metrics.json records are used; an ensemble with neither is
+not checked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from data_utils.atomic import read_json
+from data_utils.errors import RunDirError
+from data_utils.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+FIT_FILE = "fit.json"
+METRICS_FILE = "metrics.json"
+
+Variant = tuple[tuple[str, ...], str]
+
+
+class MixedEnsembleError(RunDirError):
+    """An ensemble name whose replicates were built from different members or fit sources."""
+
+
+def ensemble_variant(entry_dir: Path) -> Variant | None:
+    """(sorted members, fit_split) of an ensemble folder, from fit.json else metrics.json.
+
+    Args:
+        entry_dir: a replicate's ensembles/<name>.
+
+    Returns:
+        The variant, or None when neither file records members.
+    """
+    for name in (FIT_FILE, METRICS_FILE):
+        path = Path(entry_dir) / name
+        if not path.is_file():
+            continue
+        try:
+            record = read_json(path)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            log.warning("%s is unreadable (%s); its ensemble variant is not checked", path, exc)
+            continue
+        members = record.get("members") if isinstance(record, dict) else None
+        if isinstance(members, list) and members:
+            return tuple(sorted(str(m) for m in members)), str(record.get("fit_split", "none"))
+    return None
+
+
+def check_ensemble_consistency(grid: RunDir,
+                               replicates: Sequence[tuple[int, int, RunDir]]) -> None:
+    """Refuse a grid whose replicates hold different variants of one ensemble name.
+
+    Args:
+        grid: the grid root (named in the message).
+        replicates: (fold, seed, replicate) of the replicate folders.
+
+    Raises:
+        MixedEnsembleError: one line naming the ensemble, the replicates of each variant, their
+            members and fit sources, and the fix.
+    """
+    names = sorted({name for _, _, rep in replicates for name in rep.ensemble_names()})
+    for name in names:
+        variants: dict[Variant, list[str]] = {}
+        for _, _, rep in replicates:
+            variant = ensemble_variant(rep.ensemble_dir(name))
+            if variant is not None:
+                variants.setdefault(variant, []).append(rep.root.name)
+        if len(variants) <= 1:
+            continue
+        shared = sorted(set.intersection(*(set(members) for members, _ in variants)))
+        parts = [f"{', '.join(reps)}: members {', '.join(members)}, fit on {split}"
+                 for (members, split), reps in variants.items()]
+        fix = (f"rerun the grid's --all command with the same options (it refits the stale "
+               f"replicates on the backbones finished in every replicate), or rebuild it in "
+               f"every replicate with --ensemble {name} --members {','.join(shared)} --out "
+               f"{grid.root}" if len(shared) >= 2 else
+               "rerun the grid's --all command with the same options (it refits the stale "
+               f"replicates), or --ensemble {name} per replicate with the same --members")
+        raise MixedEnsembleError(
+            f"{grid.root}: ensemble {name!r} mixes variants across replicates ("
+            + "; ".join(parts) + f"), so its jobs cannot be aggregated; {fix}")
