@@ -272,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
-    from data_utils.errors import BenchmarkError
+    from core.errors import BenchmarkError
 
     try:
         return _dispatch(args)

@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from data_utils.errors import DownloadError
+from core.errors import DownloadError
 
 logger = logging.getLogger(__name__)
 

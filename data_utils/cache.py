@@ -41,9 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.atomic import atomic_write_json, read_json
+from core.errors import DataError
 from data_utils import imaging
-from data_utils.atomic import atomic_write_json, read_json
-from data_utils.errors import DataError
 from data_utils.imaging import DECODER_VERSION, RESIZE_MODES, decode_image
 
 __all__ = [

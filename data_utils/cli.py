@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from data_utils.rundir import default_run_path
+from core.rundir import default_run_path
 
 logger = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from core.atomic import atomic_open, atomic_write_json, read_json
+from core.errors import BenchmarkError, DownloadError
 from data_utils.archives import check_zip_integrity, count_images, safe_extract_zip
-from data_utils.atomic import atomic_open, atomic_write_json, read_json
-from data_utils.errors import BenchmarkError, DownloadError
 
 logger = logging.getLogger(__name__)
 

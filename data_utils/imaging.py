@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from data_utils.errors import DataError
+from core.errors import DataError
 
 DECODER_VERSION = 1
 RESIZE_MODES: tuple[str, ...] = ("square", "crop")

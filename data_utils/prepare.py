@@ -20,11 +20,11 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from data_utils.atomic import atomic_write_json, atomic_write_text, read_json
-from data_utils.classes import CLASSES
-from data_utils.errors import DataError, RunDirError
+from core.atomic import atomic_write_json, atomic_write_text, read_json
+from core.classes import CLASSES
+from core.errors import DataError, RunDirError
+from core.rundir import RunDir
 from data_utils.readers import read_dataset
-from data_utils.rundir import RunDir
 from data_utils.splits import (
     SPLIT_NAMES,
     leakage_report,

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.classes import CLASSES, ISIC_COLUMNS, ISIC_TO_CLASS
+from core.errors import DataError
 from data_utils import validation as v
-from data_utils.classes import CLASSES, ISIC_COLUMNS, ISIC_TO_CLASS
-from data_utils.errors import DataError
 
 logger = logging.getLogger(__name__)
 

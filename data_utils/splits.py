@@ -31,8 +31,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from data_utils.classes import CLASSES
-from data_utils.errors import BenchmarkError
+from core.classes import CLASSES
+from core.errors import BenchmarkError
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 SPLIT_KINDS: tuple[str, ...] = ("lesion", "image")

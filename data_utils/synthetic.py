@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageEnhance
 
-from data_utils.atomic import atomic_write_csv, read_json
-from data_utils.classes import CLASSES
-from data_utils.errors import DataError
+from core.atomic import atomic_write_csv, read_json
+from core.classes import CLASSES
+from core.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from data_utils.classes import CLASSES
-from data_utils.errors import DataError
+from core.classes import CLASSES
+from core.errors import DataError
 
 ROW = "_row"
 MAX_LISTED = 5

@@ -6,7 +6,7 @@ ending in `_`, and `predict_proba` / `predict` work on new member probabilities.
 
 `member_probas` is an array of shape (n_members, n_samples, 7), or a list of (n_samples, 7)
 arrays, one per member, rows aligned (the same image in the same row for every member). The
-output classes are always the seven canonical classes (`data_utils.classes.CLASSES`), whether or
+output classes are always the seven canonical classes (`core.classes.CLASSES`), whether or
 not the fit labels contain all of them; `predict` returns canonical class indices.
 """
 
@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from data_utils.classes import CLASS_INDEX, CLASSES, NUM_CLASSES
-from data_utils.predictions import ROW_SUM_TOLERANCE
+from core.classes import CLASS_INDEX, CLASSES, NUM_CLASSES
+from core.predictions import ROW_SUM_TOLERANCE
 from ensembles.errors import EnsembleError
 
 MIN_MEMBERS = 2

@@ -9,7 +9,7 @@ the run directory untouched. Per ensemble it writes, under RUNDIR/ensembles/<nam
                            say so with val_in_sample: true); judge them on test.
     predictions_test.csv   never fit on, only predicted.
     fit.json               see `ensembles.fitfile`.
-    metrics.json           via reports.entry.write_entry_metrics (skipped with a warning while
+    metrics.json           via core.entry_metrics.write_entry_metrics (skipped with a warning while
                            the reports package is not installed).
 """
 
@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from data_utils.classes import CLASSES
-from data_utils.errors import RunDirError
-from data_utils.predictions import Predictions, make_predictions, write_predictions
-from data_utils.rundir import RunDir
+from core.classes import CLASSES
+from core.errors import RunDirError
+from core.predictions import Predictions, make_predictions, write_predictions
+from core.rundir import RunDir
 from ensembles.base import EnsembleEstimator
 from ensembles.fitfile import fit_record, write_fit
 from ensembles.members import AlignedSplit, MemberData, load_members, resolve_members
@@ -192,13 +192,13 @@ def _metrics_extra(result: EnsembleResult) -> dict[str, Any]:
 
 
 def _write_metrics(entry_dir, extra, n_resamples: int, seed: int) -> bool:
-    """Write entry_dir/metrics.json with reports.entry.write_entry_metrics.
+    """Write entry_dir/metrics.json with core.entry_metrics.write_entry_metrics.
 
     Returns:
         False (after a logged warning) when the reports package is not installed, else True.
     """
     try:
-        from reports.entry import write_entry_metrics
+        from core.entry_metrics import write_entry_metrics
     except ModuleNotFoundError as exc:
         if not (exc.name or "").startswith("reports"):
             raise

@@ -10,14 +10,14 @@ from pathlib import Path
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from tabulate import tabulate
 
-from data_utils.rundir import find_run_dir
+from core.rundir import find_run_dir
 from ensembles.build import EnsembleResult, fit_ensembles, write_ensemble_results
 
 logger = logging.getLogger(__name__)
 
 
 def default_run_dir(args: argparse.Namespace) -> Path:
-    """The run directory: --out, else the default one (see `data_utils.rundir.find_run_dir`).
+    """The run directory: --out, else the default one (see `core.rundir.find_run_dir`).
 
     Raises:
         RunDirError: no --out and no run directory at the default place.
@@ -37,7 +37,7 @@ def _refresh_reports(run_dir: Path, args: argparse.Namespace) -> None:
         logger.warning("reports package not available (%s); results.csv and report.md not "
                        "updated", exc)
         return
-    from data_utils.rundir import RunDir
+    from core.rundir import RunDir
 
     if not RunDir(run_dir).is_grid:  # a grid's aggregated results.csv is written by its report
         write_results_csv(RunDir(run_dir))
@@ -86,7 +86,7 @@ def run_ensemble(args: argparse.Namespace) -> int:
             is written then.
     """
     run_dir = default_run_dir(args)
-    from data_utils.rundir import RunDir
+    from core.rundir import RunDir
 
     grid = RunDir(run_dir)
     if grid.is_grid:
@@ -111,7 +111,7 @@ def _run_grid_ensemble(grid, args: argparse.Namespace) -> int:
         EnsembleError: no replicate has finished members, or one replicate refuses (its name is
             in the message).
     """
-    from data_utils.errors import BenchmarkError
+    from core.errors import BenchmarkError
     from ensembles.errors import EnsembleError
 
     replicates = grid.replicates()

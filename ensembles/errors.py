@@ -1,6 +1,6 @@
 """Exceptions of the ensembles stage."""
 
-from data_utils.errors import BenchmarkError
+from core.errors import BenchmarkError
 
 
 class EnsembleError(BenchmarkError, ValueError):

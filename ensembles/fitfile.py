@@ -28,8 +28,8 @@ import hashlib
 import os
 from typing import Any
 
-from data_utils.atomic import atomic_write_json, read_json
-from data_utils.classes import CLASSES
+from core.atomic import atomic_write_json, read_json
+from core.classes import CLASSES
 from ensembles.base import EnsembleEstimator
 from ensembles.errors import EnsembleError
 from ensembles.registry import ESTIMATORS

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from data_utils.atomic import read_json
-from data_utils.classes import CLASS_INDEX
-from data_utils.errors import PredictionFileError, RunDirError
-from data_utils.predictions import Predictions, read_predictions
-from data_utils.rundir import BACKBONES, BASELINES, RunDir
+from core.atomic import read_json
+from core.classes import CLASS_INDEX
+from core.errors import PredictionFileError, RunDirError
+from core.predictions import Predictions, read_predictions
+from core.rundir import BACKBONES, BASELINES, RunDir
 from ensembles.errors import EnsembleError
 
 logger = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ from sklearn.model_selection import GridSearchCV, GroupKFold, StratifiedGroupKFo
 from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 
-from data_utils.classes import CLASSES, NUM_CLASSES
+from core.classes import CLASSES, NUM_CLASSES
 from ensembles.base import EnsembleEstimator
 from ensembles.errors import EnsembleError
 

@@ -9,7 +9,7 @@ import numpy as np
 from scipy.optimize import minimize
 from sklearn.utils.class_weight import compute_sample_weight
 
-from data_utils.classes import NUM_CLASSES
+from core.classes import NUM_CLASSES
 from ensembles.base import EnsembleEstimator, check_member_probas
 from ensembles.errors import EnsembleError
 

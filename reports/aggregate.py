@@ -5,13 +5,13 @@ seed); one entry in one replicate is a *job*. This module is pure (DataFrames an
 DataFrames and dataclasses out); reports.grid reads the replicates and writes the files.
 
 - The job table has one row per job and split: entry, kind, fold, seed, replicate, split, status,
-  error and every summary metric of reports.metrics (`SUMMARY_METRICS`). A job that failed, went
+  error and every summary metric of core.metrics (`SUMMARY_METRICS`). A job that failed, went
   NaN or is missing keeps its row with that status and NaN metrics.
 - Per entry and split: n_jobs (status "ok"), n_failed (every other status), and the mean, the
   sample standard deviation (ddof=1; NaN for one value), min and max of each metric over the
   finite values of the ok jobs.
 - Ranking: by the mean of the ranking metric on test, best first (lowest first for the
-  lower-is-better metrics of reports.metrics.LOWER_IS_BETTER); entries without an ok job last.
+  lower-is-better metrics of core.metrics.LOWER_IS_BETTER); entries without an ok job last.
 - Pairing: `shared_jobs` gives the jobs two entries both finished (same fold and seed, both ok);
   the tests over those pairs live in reports.grid_stats (valid for repeated K-fold).
 """
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data_utils.rundir import SPLITS, replicate_name
-from reports.metrics import LOWER_IS_BETTER, SUMMARY_METRICS
+from core.metrics import LOWER_IS_BETTER, SUMMARY_METRICS
+from core.rundir import SPLITS, replicate_name
 from reports.results import Entry
 from reports.stats import REFERENCE_ENTRY
 

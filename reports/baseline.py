@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_utils.atomic import atomic_write_json
-from data_utils.errors import BenchmarkError, RunDirError
-from data_utils.rundir import RunDir
-from reports.entry import entry_inputs
-from reports.metrics import LOWER_IS_BETTER
+from core.atomic import atomic_write_json
+from core.entry_metrics import entry_inputs
+from core.errors import BenchmarkError, RunDirError
+from core.metrics import LOWER_IS_BETTER
+from core.rundir import RunDir
 from reports.results import discover_entries
 
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_auc", "macro_f1", "log_loss")

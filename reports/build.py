@@ -14,11 +14,13 @@ from typing import Any
 
 import pandas as pd
 
-from data_utils.atomic import atomic_write_text, read_json
-from data_utils.errors import BenchmarkError, RunDirError
-from data_utils.predictions import Predictions, export_isic
-from data_utils.rundir import RunDir
-from reports.calibration import CalibrationPrior
+from core.atomic import atomic_write_text, read_json
+from core.calibration import CalibrationPrior
+from core.entry_metrics import write_entry_metrics
+from core.errors import BenchmarkError, RunDirError
+from core.metrics import LOWER_IS_BETTER, metric_names
+from core.predictions import Predictions, export_isic
+from core.rundir import RunDir
 from reports.comparisons import (
     ComparisonRow,
     Contender,
@@ -27,9 +29,7 @@ from reports.comparisons import (
     write_comparisons_csv,
 )
 from reports.context import read_context
-from reports.entry import write_entry_metrics
 from reports.markdown import Figures, ReportData, render_report
-from reports.metrics import LOWER_IS_BETTER, metric_names
 from reports.results import Entry, discover_entries, write_results_csv
 from reports.stats import REFERENCE_ENTRY
 
@@ -215,7 +215,7 @@ def has_probabilities(entry: Entry) -> bool:
 def calibration_view(entry: Entry) -> Predictions:
     """The entry's test predictions with probabilities prior-shifted as its metrics.json records
     (what the reliability diagram shows); the prediction is then the argmax."""
-    from reports.metrics import calibration_probabilities
+    from core.metrics import calibration_probabilities
 
     preds = entry.predictions("test")
     prior = CalibrationPrior.from_json(entry.metrics.get("calibration_prior"))
@@ -257,7 +257,7 @@ def make_figures(
     """Draw every figure of the report into run/figures/.
 
     Entries without probabilities (hard voting) get no ROC curve and no reliability diagram;
-    reliability diagrams show the prior-shifted probabilities (reports.calibration).
+    reliability diagrams show the prior-shifted probabilities (core.calibration).
 
     Args:
         run: the run directory.

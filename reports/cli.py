@@ -7,13 +7,13 @@ import math
 
 from tabulate import tabulate
 
-from data_utils.rundir import RunDir, find_run_dir
+from core.rundir import RunDir, find_run_dir
 from reports.baseline import check_run, load_baseline, run_metrics, save_baseline
 from reports.build import build_report, check_rank_by
 
 
 def resolve_run_dir(args: argparse.Namespace) -> RunDir:
-    """The run to read: --out, or the default one (see `data_utils.rundir.find_run_dir`)."""
+    """The run to read: --out, or the default one (see `core.rundir.find_run_dir`)."""
     return find_run_dir(getattr(args, "out", None), getattr(args, "dataset", None),
                         getattr(args, "preset", None))
 

@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_utils.atomic import atomic_write_csv
-from data_utils.classes import CLASS_INDEX, CLASSES
-from data_utils.predictions import Predictions
-from reports.bootstrap import LesionBootstrap
-from reports.metrics import (
+from core.atomic import atomic_write_csv
+from core.bootstrap import LesionBootstrap
+from core.classes import CLASS_INDEX, CLASSES
+from core.metrics import (
     LOWER_IS_BETTER,
     PROBABILITY_METRICS,
     calibration_probabilities,
@@ -36,6 +35,7 @@ from reports.metrics import (
     per_image_brier,
     per_image_log_loss,
 )
+from core.predictions import Predictions
 from reports.stats import ALPHA, align, holm, paired_bootstrap_test
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from data_utils.atomic import read_json
-from data_utils.rundir import RunDir
+from core.atomic import read_json
+from core.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

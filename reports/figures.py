@@ -21,10 +21,10 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from data_utils.atomic import atomic_write_bytes  # noqa: E402
-from data_utils.classes import CLASS_DESCRIPTIONS, CLASSES, NUM_CLASSES  # noqa: E402
-from data_utils.predictions import Predictions  # noqa: E402
-from reports.metrics import one_vs_rest_auc, reliability_bins  # noqa: E402
+from core.atomic import atomic_write_bytes  # noqa: E402
+from core.classes import CLASS_DESCRIPTIONS, CLASSES, NUM_CLASSES  # noqa: E402
+from core.metrics import one_vs_rest_auc, reliability_bins  # noqa: E402
+from core.predictions import Predictions  # noqa: E402
 
 DPI = 110
 FPR_GRID = np.linspace(0.0, 1.0, 201)

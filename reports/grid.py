@@ -3,7 +3,7 @@
 Files written at the grid root (each replicate keeps its own metrics.json and results.csv):
 
 - jobs.csv: one row per job and split: entry, kind, fold, seed, replicate, split, status, error,
-  then the summary metrics of reports.metrics (NaN for a job that failed, went NaN or is missing).
+  then the summary metrics of core.metrics (NaN for a job that failed, went NaN or is missing).
 - results.csv: one row per entry and split: entry, kind, split, n_jobs (ok jobs), n_failed (the
   others), <metric>_mean and <metric>_sd (ddof=1) for every summary metric but the counts, then
   <metric>_min and <metric>_max of balanced accuracy and of the ranking metric.
@@ -31,10 +31,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_utils.atomic import atomic_write_csv, atomic_write_text
-from data_utils.errors import RunDirError
-from data_utils.predictions import Predictions, read_predictions
-from data_utils.rundir import SPLITS, RunDir
+from core.atomic import atomic_write_csv, atomic_write_text
+from core.entry_metrics import entry_metrics_current, entry_metrics_match, write_entry_metrics
+from core.errors import RunDirError
+from core.metrics import SUMMARY_METRICS
+from core.predictions import Predictions, read_predictions
+from core.rundir import SPLITS, RunDir
 from reports.aggregate import (
     AGGREGATE_METRICS,
     OK,
@@ -46,7 +48,6 @@ from reports.aggregate import (
 )
 from reports.build import figure_name
 from reports.context import read_context
-from reports.entry import entry_metrics_current, entry_metrics_match, write_entry_metrics
 from reports.grid_consistency import check_ensemble_consistency
 from reports.grid_markdown import (
     DEFAULT_RANK_BY,
@@ -63,7 +64,6 @@ from reports.grid_stats import (
     grid_comparisons,
     read_design,
 )
-from reports.metrics import SUMMARY_METRICS
 from reports.results import Entry, discover_entries, write_results_csv
 from reports.stats import REFERENCE_ENTRY
 

@@ -17,9 +17,9 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from data_utils.atomic import read_json
-from data_utils.errors import RunDirError
-from data_utils.rundir import RunDir
+from core.atomic import read_json
+from core.errors import RunDirError
+from core.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from data_utils.atomic import atomic_write_bytes
-from data_utils.rundir import RunDir, replicate_name
+from core.atomic import atomic_write_bytes
+from core.metrics import LOWER_IS_BETTER
+from core.rundir import RunDir, replicate_name
 from reports.aggregate import OK, better
 from reports.context import NOT_RECORDED, RunContext
 from reports.formatting import fmt, fmt_p, one_line, table
 from reports.markdown import licence_section
-from reports.metrics import LOWER_IS_BETTER
 from reports.references import DISCLAIMER
 from reports.stats import ALPHA, REFERENCE_ENTRY
 

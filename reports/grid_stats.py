@@ -52,13 +52,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from data_utils.classes import CLASSES, NUM_CLASSES
-from data_utils.predictions import Predictions
-from data_utils.rundir import RunDir
+from core.bootstrap import LesionBootstrap, weighted_auc
+from core.classes import CLASSES, NUM_CLASSES
+from core.metrics import compute_metrics
+from core.predictions import Predictions
+from core.rundir import RunDir
 from reports.aggregate import better, entry_kinds, ok_values, shared_jobs
-from reports.bootstrap import LesionBootstrap, weighted_auc
 from reports.comparisons import COLUMNS
-from reports.metrics import compute_metrics
 from reports.stats import ALPHA, holm
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ EXTRA_COLUMNS = ("kind", "n_jobs", "n_folds", "n_seeds", "wins", "ties", "losses
 COMPARED_METRICS = ("balanced_accuracy", "accuracy", "macro_auc")
 LEVEL = 1.0 - ALPHA
 # A metric without a vectorised bootstrap (`metric_replicates`) is recomputed per resample with
-# reports.metrics.compute_metrics, on at most this many resamples (the bootstrap only estimates
+# core.metrics.compute_metrics, on at most this many resamples (the bootstrap only estimates
 # a variance here, not tail quantiles).
 GENERIC_RESAMPLES = 100
 CORRECTED_TEST = "corrected repeated k-fold t-test (Nadeau & Bengio 2003; Bouckaert & Frank 2004)"
@@ -346,7 +346,7 @@ def metric_replicates(boot: LesionBootstrap, preds: Predictions, metric: str) ->
     Args:
         boot: the lesion resamples.
         preds: the predictions, in the row order the bootstrap was drawn for.
-        metric: any metric of reports.metrics.
+        metric: any metric of core.metrics.
 
     Returns:
         (B,) values for macro AUC, the per-class AUCs and every metric of the confusion matrix
@@ -377,7 +377,7 @@ def metric_replicates(boot: LesionBootstrap, preds: Predictions, metric: str) ->
 
 
 def confusion_metric(confusion: np.ndarray, metric: str) -> np.ndarray | None:
-    """A label metric from confusion matrices, with reports.metrics' conventions.
+    """A label metric from confusion matrices, with core.metrics' conventions.
 
     Args:
         confusion: (B, 7, 7) counts, true class by predicted class.

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from data_utils.classes import CLASS_DESCRIPTIONS, CLASSES
-from data_utils.rundir import RunDir
+from core.classes import CLASS_DESCRIPTIONS, CLASSES
+from core.metrics import LOWER_IS_BETTER
+from core.rundir import RunDir
 from reports.comparisons import ComparisonRow
 from reports.context import NOT_RECORDED, RunContext
 from reports.formatting import (
@@ -33,7 +34,6 @@ from reports.markdown_stats import (
     no_probability_notes,
     reference_section,
 )
-from reports.metrics import LOWER_IS_BETTER
 from reports.references import CITATIONS, DATASET_FACTS, DISCLAIMER, LICENCE, REFERENCES
 from reports.results import Entry
 from reports.stats import REFERENCE_ENTRY

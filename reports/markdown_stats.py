@@ -8,10 +8,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from reports.calibration import CONVENTION, SOURCE_NONE, CalibrationPrior
+from core.calibration import CONVENTION, SOURCE_NONE, CalibrationPrior
+from core.metrics import LOWER_IS_BETTER
 from reports.comparisons import DEFAULT_METRICS, TEST_NAME, ComparisonRow
 from reports.formatting import fmt, fmt_p, table
-from reports.metrics import LOWER_IS_BETTER
 from reports.results import Entry
 from reports.stats import ALPHA, REFERENCE_ENTRY
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import pandas as pd
 
-from data_utils.atomic import atomic_write_csv, read_json
-from data_utils.predictions import Predictions, read_predictions
-from data_utils.rundir import SPLITS, RunDir
-from reports.entry import METRICS_FILE, infer_kind, read_entry_metrics
-from reports.metrics import CI_METRICS, metric_names
+from core.atomic import atomic_write_csv, read_json
+from core.entry_metrics import METRICS_FILE, infer_kind, read_entry_metrics
+from core.metrics import CI_METRICS, metric_names
+from core.predictions import Predictions, read_predictions
+from core.rundir import SPLITS, RunDir
 
 IDENTITY_COLUMNS = ("entry", "kind", "split", "status", "fingerprint")
 # Entry-level facts recorded by the trainer, repeated on each of the entry's rows.

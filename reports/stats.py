@@ -1,7 +1,7 @@
 """Paired tests: the paired lesion-bootstrap test, Holm's correction, alignment of two entries.
 
 The single-run significance test (`paired_bootstrap_test`) works on bootstrap replicates of a
-difference reference - other, drawn by resampling lesions (reports.bootstrap): the interval and
+difference reference - other, drawn by resampling lesions (core.bootstrap): the interval and
 the p-value come from the same replicates, so they never disagree. McNemar's exact test
 (`mcnemar_exact`) counts images as independent; it stays for description only, never as a
 verdict (images of one lesion tend to be right or wrong together, which makes it anti-conservative).
@@ -18,7 +18,7 @@ import numpy as np
 from scipy.stats import binomtest
 from statsmodels.stats.multitest import multipletests
 
-from data_utils.predictions import Predictions
+from core.predictions import Predictions
 
 log = logging.getLogger(__name__)
 

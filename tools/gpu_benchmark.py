@@ -72,10 +72,10 @@ import numpy as np  # noqa: E402
 
 import zoo  # noqa: E402  (the registry: no Keras import)
 from benchmark import positive_int  # noqa: E402  (argparse only)
-from data_utils.atomic import atomic_write_json  # noqa: E402
-from data_utils.classes import NUM_CLASSES  # noqa: E402
-from data_utils.errors import BenchmarkError  # noqa: E402
-from data_utils.rundir import BACKBONES, SCRATCH_BASELINE, SVM_BASELINE  # noqa: E402
+from core.atomic import atomic_write_json  # noqa: E402
+from core.classes import NUM_CLASSES  # noqa: E402
+from core.errors import BenchmarkError  # noqa: E402
+from core.rundir import BACKBONES, SCRATCH_BASELINE, SVM_BASELINE  # noqa: E402
 from training.presets import backbone_of, get_preset  # noqa: E402
 
 TRAIN_FLOPS_FACTOR = 3  # forward + backward ~= 3 x forward

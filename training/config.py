@@ -22,8 +22,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from data_utils.errors import BenchmarkError, DataError
-from data_utils.rundir import default_run_path
+from core.errors import BenchmarkError, DataError
+from core.rundir import default_run_path
 from training import presets
 
 REAL_DATASETS: tuple[str, ...] = ("ham10000", "isic2018")

@@ -31,7 +31,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from data_utils.errors import BenchmarkError
+from core.errors import BenchmarkError
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from data_utils.errors import BenchmarkError
+from core.errors import BenchmarkError
 from training.runner import EntryOutcome, JobSpec, run_job
 
 logger = logging.getLogger(__name__)

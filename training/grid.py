@@ -1,6 +1,6 @@
 """Grid runs (`--seeds` and/or `--folds K`): one replicate run directory per (fold, seed).
 
-Every replicate is an ordinary run directory (`data_utils.rundir`, "replicates/fold<f>-seed<s>"):
+Every replicate is an ordinary run directory (`core.rundir`, "replicates/fold<f>-seed<s>"):
 its run.json holds the grid's config with that training seed and fold, and its own fingerprint;
 its splits.csv is the fold's split of the grid's shared splits.csv, so all entries (and all seeds)
 of one fold are tested on the same images and every comparison stays paired. The worker trains a
@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data_utils.atomic import atomic_write_json_if_changed, atomic_write_text, read_json
-from data_utils.errors import RunDirError
-from data_utils.predictions import make_predictions, read_predictions, write_predictions
-from data_utils.rundir import SPLITS, RunDir
+from core.atomic import atomic_write_json_if_changed, atomic_write_text, read_json
+from core.errors import RunDirError
+from core.predictions import make_predictions, read_predictions, write_predictions
+from core.rundir import SPLITS, RunDir
 from data_utils.splits import split_for_fold
 from training import config as config_mod
 from training.fingerprint import file_sha256, protocol_fingerprint

@@ -20,9 +20,9 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from data_utils.errors import BenchmarkError
-from data_utils.rundir import BACKBONES, SCRATCH_BASELINE, SVM_BASELINE
-from data_utils.rundir import entry_kind as entry_kind  # re-exported for the training stage
+from core.errors import BenchmarkError
+from core.rundir import BACKBONES, SCRATCH_BASELINE, SVM_BASELINE
+from core.rundir import entry_kind as entry_kind  # re-exported for the training stage
 
 SVM_ENTRY = SVM_BASELINE
 # Every entry of a full run, in training order.

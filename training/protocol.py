@@ -50,12 +50,12 @@ import numpy as np
 import pandas as pd
 
 import zoo
-from data_utils.atomic import atomic_write_csv, atomic_write_json, read_json
-from data_utils.classes import CLASS_INDEX, CLASSES, NUM_CLASSES
-from data_utils.errors import BenchmarkError, DataError
+from core.atomic import atomic_write_csv, atomic_write_json, read_json
+from core.classes import CLASS_INDEX, CLASSES, NUM_CLASSES
+from core.errors import BenchmarkError, DataError
+from core.predictions import make_predictions, write_predictions
+from core.rundir import RunDir
 from data_utils.pipeline import CacheBatches, SetEpoch
-from data_utils.predictions import make_predictions, write_predictions
-from data_utils.rundir import RunDir
 from training import policies
 from training.augment import build_augmentation
 from training.distribution import check_batch_size, check_devices, data_parallel
@@ -967,7 +967,7 @@ def _train_phases(run: EntryRun, tm: TrainingModel, phases: list[policies.Phase]
 
 def _record_nan(run: EntryRun, extra_common: dict[str, Any]) -> dict[str, Any]:
     """metrics.json with status "nan" (the resume state is dropped: it would meet the NaN again)."""
-    from reports.entry import write_entry_metrics
+    from core.entry_metrics import write_entry_metrics
 
     shutil.rmtree(run.state_dir, ignore_errors=True)  # history kept to look at
     message = f"loss became NaN or infinite in {run.nan_at}; lower the learning rate"
@@ -979,7 +979,7 @@ def _record_nan(run: EntryRun, extra_common: dict[str, Any]) -> dict[str, Any]:
 def _predict_and_record(run: EntryRun, tm: TrainingModel, phases: list[policies.Phase],
                         trainable: dict[str, int], extra_common: dict[str, Any]) -> dict[str, Any]:
     """Predict val and test from the best checkpoint, write the files and metrics.json."""
-    from reports.entry import write_entry_metrics
+    from core.entry_metrics import write_entry_metrics
 
     entry_dir = run.entry_dir
     tm.net.load_weights(run.state_dir / run.best_file)

@@ -42,9 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from data_utils.atomic import atomic_write_json, read_json
-from data_utils.errors import BenchmarkError, RunDirError
-from data_utils.rundir import RunDir
+from core.atomic import atomic_write_json, read_json
+from core.errors import BenchmarkError, RunDirError
+from core.rundir import RunDir
 from training import config as config_mod
 from training.fingerprint import (
     diff_configs,
@@ -575,7 +575,7 @@ def _describe_exit(code: int) -> str:
 
 def _record_failure(entry_dir: Path, name: str, config: dict[str, Any], status: str,
                     error: str, batch_size: int) -> None:
-    from reports.entry import write_entry_metrics
+    from core.entry_metrics import write_entry_metrics
 
     run_json = read_json(entry_dir.parents[1] / "run.json")
     write_entry_metrics(entry_dir, extra={
@@ -585,7 +585,7 @@ def _record_failure(entry_dir: Path, name: str, config: dict[str, Any], status: 
 
 
 def _update_metrics(entry_dir: Path, extra: dict[str, Any]) -> None:
-    from reports.entry import write_entry_metrics
+    from core.entry_metrics import write_entry_metrics
 
     write_entry_metrics(entry_dir, extra=extra)
 

@@ -29,8 +29,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from data_utils.atomic import atomic_open, atomic_write_json, read_json
-from data_utils.classes import NUM_CLASSES
+from core.atomic import atomic_open, atomic_write_json, read_json
+from core.classes import NUM_CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -343,7 +343,7 @@ def run_svm_entry(entry: str, config: dict[str, Any], cache: Any, data: Any,
     Returns:
         The metrics.json object.
     """
-    from reports.entry import write_entry_metrics
+    from core.entry_metrics import write_entry_metrics
     from training.presets import backbone_of, entry_kind
     from training.protocol import write_prediction_file
 

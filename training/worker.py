@@ -131,7 +131,7 @@ def _image_table(config: dict[str, Any]):
         root = Path(data_dir) if data_dir else default_synthetic_dir(n, seed)
         data_dir = generate_synthetic(root, n_images=n, seed=seed)
     if not data_dir:
-        from data_utils.errors import DataError
+        from core.errors import DataError
 
         raise DataError(f"run.json's config has no data_dir for --dataset {dataset}; prepare the "
                         "run again with --data-dir")
@@ -164,10 +164,10 @@ def run_entry(out: Path, entry: str, batch_size: int | None = None, cache_dir: s
     """
     import pandas as pd
 
-    from data_utils.atomic import read_json
+    from core.atomic import read_json
+    from core.errors import RunDirError
+    from core.rundir import RunDir
     from data_utils.cache import build_cache
-    from data_utils.errors import RunDirError
-    from data_utils.rundir import RunDir
     from training.presets import SVM_ENTRY, check_entry
 
     run = RunDir(out)
@@ -210,7 +210,7 @@ def _prepare_determinism(out: Path) -> None:
     backends, for non-deterministic runs, or once JAX has started (then `setup_backend` warns on
     a GPU). XLA on the CPU is deterministic without it.
     """
-    from data_utils.atomic import read_json
+    from core.atomic import read_json
 
     try:
         deterministic = bool(read_json(out / "run.json")["config"].get("deterministic"))
@@ -267,8 +267,8 @@ def _record_failure(out: Path, entry: str, status: str, message: str,
                     batch_size: int | None, devices: int | None = None) -> None:
     """metrics.json for a failed entry (never raises: the exit code still tells the runner)."""
     try:
-        from data_utils.atomic import read_json
-        from reports.entry import write_entry_metrics
+        from core.atomic import read_json
+        from core.entry_metrics import write_entry_metrics
         from training.presets import ENTRIES, entry_kind
 
         fingerprint = None

@@ -6,7 +6,7 @@ are also `ValueError`, as callers of `create_backbone` expect.
 
 from __future__ import annotations
 
-from data_utils.errors import BenchmarkError, DownloadError
+from core.errors import BenchmarkError, DownloadError
 
 
 class ZooValueError(BenchmarkError, ValueError):

@@ -13,7 +13,7 @@ from functools import cache
 
 import keras
 
-from data_utils.classes import CLASSES
+from core.classes import CLASSES
 
 
 def _outputs_of(layer: keras.layers.Layer) -> list[tuple]:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_utils.atomic import (
+from core.atomic import (
     atomic_open,
     atomic_write_csv,
     atomic_write_json,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_utils.classes import CLASSES
-from data_utils.errors import PredictionFileError
-from data_utils.predictions import (
+from core.classes import CLASSES
+from core.errors import PredictionFileError
+from core.predictions import (
     export_isic,
     make_predictions,
     read_predictions,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from data_utils.errors import RunDirError
-from data_utils.rundir import default_run_path, find_run_dir
+from core.errors import RunDirError
+from core.rundir import default_run_path, find_run_dir
 
 
 def test_default_run_path_is_dataset_and_preset():

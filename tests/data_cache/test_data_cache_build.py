@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.errors import DataError
 from data_utils import cache as cache_module
 from data_utils import imaging
 from data_utils.cache import ImageCache, build_cache, decode_image, default_cache_root
-from data_utils.errors import DataError
 
 N_IMAGES = 24
 SIZE = 16

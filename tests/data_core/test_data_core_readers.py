@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from data_utils.classes import ISIC_COLUMNS
-from data_utils.errors import DataError
+from core.classes import ISIC_COLUMNS
+from core.errors import DataError
 from data_utils.readers import index_images, read_dataset
 from data_utils.splits import make_splits
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from data_utils.classes import CLASSES
-from data_utils.errors import BenchmarkError
+from core.classes import CLASSES
+from core.errors import BenchmarkError
 from data_utils.splits import (
     SplitError,
     assign_groups,

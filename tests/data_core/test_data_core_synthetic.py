@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_utils.classes import CLASSES
-from data_utils.errors import DataError
+from core.classes import CLASSES
+from core.errors import DataError
 from data_utils.readers import read_dataset
 from data_utils.synthetic import (
     MARKER,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from data_utils.errors import DataError
+from core.errors import DataError
 from data_utils.readers import read_dataset
 
 META = "HAM10000_metadata.csv"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from core.errors import DownloadError
 from data_utils.archives import (
     UnsafeArchiveError,
     check_members,
@@ -17,7 +18,6 @@ from data_utils.archives import (
     count_images,
     safe_extract_zip,
 )
-from data_utils.errors import DownloadError
 
 
 def _jpeg(shade: int) -> bytes:

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 import benchmark
+from core.errors import DownloadError
 from data_utils import download
 from data_utils.archives import UnsafeArchiveError
 from data_utils.download import (
@@ -29,7 +30,6 @@ from data_utils.download import (
     files_for,
     is_verified,
 )
-from data_utils.errors import DownloadError
 from data_utils.readers import read_ham10000, read_isic2018
 
 INDEX_PATH = ("/api/datasets/:persistentId/versions/:latest-published/files"

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_utils.classes import CLASSES
-from data_utils.predictions import make_predictions, write_predictions
+from core.classes import CLASSES
+from core.predictions import make_predictions, write_predictions
 
 BACKBONES = ("inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large")
 # HAM10000's class mix (akiec, bcc, bkl, df, mel, nv, vasc counts out of 10,015).
@@ -85,9 +85,9 @@ def tree_snapshot() -> Callable[[Path], dict[str, bytes]]:
 
 @pytest.fixture
 def has_reports() -> bool:
-    """Whether reports.entry.write_entry_metrics can be imported (integration in progress)."""
+    """Whether core.entry_metrics.write_entry_metrics can be imported (integration in progress)."""
     try:
-        from reports.entry import write_entry_metrics  # noqa: F401
+        from core.entry_metrics import write_entry_metrics  # noqa: F401
     except ImportError:
         return False
     return True

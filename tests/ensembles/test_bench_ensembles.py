@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import benchmark as cli
-from data_utils.predictions import make_predictions, read_predictions, write_predictions
-from data_utils.rundir import RunDir
+from core.predictions import make_predictions, read_predictions, write_predictions
+from core.rundir import RunDir
 from ensembles import ENSEMBLE_NAMES
 from ensembles.members import load_members, resolve_members
 from ensembles.registry import make_estimator

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 import benchmark
-from data_utils.classes import CLASSES
-from data_utils.predictions import read_predictions
-from data_utils.rundir import RunDir
+from core.classes import CLASSES
+from core.predictions import read_predictions
+from core.rundir import RunDir
 from ensembles import ENSEMBLE_NAMES
 from ensembles.build import build_ensembles
 from ensembles.errors import EnsembleError

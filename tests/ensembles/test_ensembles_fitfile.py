@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from data_utils.classes import CLASSES
+from core.classes import CLASSES
 from ensembles import ENSEMBLE_NAMES
 from ensembles.errors import EnsembleError
 from ensembles.fitfile import FIT_FORMAT, fit_record, load_fit, read_fit, write_fit

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_utils.errors import PredictionFileError, RunDirError
-from data_utils.rundir import RunDir
+from core.errors import PredictionFileError, RunDirError
+from core.rundir import RunDir
 from ensembles.errors import EnsembleError
 from ensembles.members import (
     DEFAULT_BACKBONES,

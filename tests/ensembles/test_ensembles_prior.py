@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import log_loss
 from sklearn.utils.class_weight import compute_sample_weight
 
-from data_utils.classes import CLASS_INDEX, CLASSES, NUM_CLASSES
+from core.classes import CLASS_INDEX, CLASSES, NUM_CLASSES
 from ensembles.build import build_ensembles
 from ensembles.errors import EnsembleError
 from ensembles.fitfile import fit_record, load_fit, write_fit
@@ -149,7 +149,7 @@ def test_build_records_objectives_and_hard_votings_missing_probabilities(synthet
     assert fits["stacking"]["state"]["class_weight"] == "balanced"
     assert fits["stacking"]["state"]["cv"]["scoring"] == "neg_class_balanced_log_loss"
     if not has_reports:
-        pytest.skip("reports.entry not importable: metrics.json not written")
+        pytest.skip("core.entry_metrics not importable: metrics.json not written")
     metrics = {name: json.loads((run / "ensembles" / name / "metrics.json").read_text())
                for name in ("hard_voting", "soft_voting", "stacking")}
     assert metrics["hard_voting"]["probabilities"] is False

@@ -9,7 +9,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 
-from data_utils.classes import CLASS_INDEX, NUM_CLASSES
+from core.classes import CLASS_INDEX, NUM_CLASSES
 from ensembles.errors import EnsembleError
 from ensembles.stacking import Stacking, grouped_folds, log_features
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_utils.classes import CLASS_INDEX, CLASSES
+from core.classes import CLASS_INDEX, CLASSES
 from ensembles import ENSEMBLE_NAMES
 from ensembles.errors import EnsembleError
 from ensembles.registry import ESTIMATORS, make_estimator, resolve_names

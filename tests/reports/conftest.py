@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_utils.atomic import atomic_write_csv, atomic_write_json, read_json
-from data_utils.classes import CLASSES
-from data_utils.predictions import make_predictions, write_predictions
-from data_utils.rundir import RunDir
+from core.atomic import atomic_write_csv, atomic_write_json, read_json
+from core.classes import CLASSES
+from core.predictions import make_predictions, write_predictions
+from core.rundir import RunDir
 
 HAM_MIX = np.array([327, 514, 1099, 115, 1113, 6705, 142], dtype=float) / 10015
 

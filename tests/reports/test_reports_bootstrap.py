@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from data_utils.classes import CLASSES
-from data_utils.predictions import make_predictions
-from reports.bootstrap import LesionBootstrap, percentile_interval, weighted_auc
-from reports.metrics import bootstrap_intervals, one_vs_rest_auc
+from core.bootstrap import LesionBootstrap, percentile_interval, weighted_auc
+from core.classes import CLASSES
+from core.metrics import bootstrap_intervals, one_vs_rest_auc
+from core.predictions import make_predictions
 
 
 def _data(n=120, seed=0, lesions=None, skill=1.0):
@@ -108,8 +108,8 @@ def test_percentile_interval_ignores_nan_and_handles_all_nan():
 
 def test_every_comparison_sampler_equals_compute_metrics_on_the_expanded_resample():
     # what comparisons.csv resamples is what metrics.json reports, resample by resample
+    from core.metrics import calibration_probabilities, compute_metrics
     from reports.comparisons import SAMPLERS
-    from reports.metrics import calibration_probabilities, compute_metrics
 
     y, proba, lesions = _data(n=90, seed=2)
     proba = proba * 0.98 + 0.02 / 7  # no zero probabilities

@@ -9,11 +9,11 @@ from urllib.parse import unquote
 import pandas as pd
 import pytest
 
-from data_utils.atomic import atomic_write_json, read_json
-from data_utils.classes import ISIC_COLUMNS
-from data_utils.errors import RunDirError
+from core.atomic import atomic_write_json, read_json
+from core.classes import ISIC_COLUMNS
+from core.entry_metrics import write_entry_metrics
+from core.errors import RunDirError
 from reports.build import ReportError, build_report, rankable_metrics
-from reports.entry import write_entry_metrics
 from reports.results import IDENTITY_COLUMNS, write_results_csv
 
 SMALL = {"backbones": {"inception_resnet_v2": 2.0, "xception": 1.5},

@@ -9,19 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_utils.atomic import atomic_write_csv, atomic_write_json
-from data_utils.classes import CLASSES
-from data_utils.predictions import make_predictions, write_predictions
-from data_utils.rundir import RunDir
-from reports.calibration import (
+from core.atomic import atomic_write_csv, atomic_write_json
+from core.calibration import (
     UNIFORM,
     CalibrationPrior,
     prior_from_counts,
     prior_shift,
     training_prior,
 )
-from reports.entry import write_entry_metrics
-from reports.metrics import compute_metrics
+from core.classes import CLASSES
+from core.entry_metrics import write_entry_metrics
+from core.metrics import compute_metrics
+from core.predictions import make_predictions, write_predictions
+from core.rundir import RunDir
 
 
 def test_prior_shift_hand_values():
@@ -130,7 +130,7 @@ def test_metrics_json_records_the_prior_and_uses_it(tmp_path):
     assert written["calibration_prior"]["source"] == "splits.csv"
     assert written["calibration_prior"]["prior"]["nv"] == pytest.approx(0.4)
     assert written["probabilities"] is True and "probabilities_note" not in written
-    from data_utils.predictions import read_predictions
+    from core.predictions import read_predictions
 
     test = read_predictions(RunDir.predictions_file(entry, "test"))
     prior = np.array([1, 1, 1, 1, 1, 4, 1]) / 10

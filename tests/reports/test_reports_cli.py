@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import benchmark
-from data_utils.predictions import make_predictions, read_predictions, write_predictions
+from core.predictions import make_predictions, read_predictions, write_predictions
 from reports.baseline import check_run, load_baseline
 
 REPO = Path(__file__).resolve().parents[2]

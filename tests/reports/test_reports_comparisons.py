@@ -11,8 +11,9 @@ import pytest
 from statsmodels.stats.multitest import multipletests
 
 import benchmark
-from data_utils.classes import CLASSES
-from data_utils.predictions import make_predictions
+from core.classes import CLASSES
+from core.metrics import compute_metrics
+from core.predictions import make_predictions
 from reports.comparisons import (
     COLUMNS,
     DEFAULT_METRICS,
@@ -20,7 +21,6 @@ from reports.comparisons import (
     compare_entries,
     comparison_metrics,
 )
-from reports.metrics import compute_metrics
 from reports.stats import align
 
 ENTRIES = {"backbones": {"inception_resnet_v2": 2.0, "xception": 1.9, "inception_v3": 1.2},

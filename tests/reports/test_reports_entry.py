@@ -8,18 +8,18 @@ import os
 import numpy as np
 import pytest
 
-from data_utils.atomic import atomic_write_json, read_json
-from data_utils.classes import CLASSES
-from data_utils.predictions import make_predictions, write_predictions
-from data_utils.rundir import RunDir
-from reports.entry import (
+from core.atomic import atomic_write_json, read_json
+from core.classes import CLASSES
+from core.entry_metrics import (
     PROBABILITIES_NOTE,
     entry_metrics_current,
     entry_metrics_match,
     has_probabilities,
     write_entry_metrics,
 )
-from reports.metrics import PROBABILITY_METRICS
+from core.metrics import PROBABILITY_METRICS
+from core.predictions import make_predictions, write_predictions
+from core.rundir import RunDir
 
 
 def _write(entry, seed=0, votes=False):

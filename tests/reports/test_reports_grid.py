@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 
 import benchmark
-from data_utils.atomic import atomic_write_json, read_json
-from data_utils.errors import RunDirError
-from data_utils.predictions import make_predictions, read_predictions, write_predictions
-from data_utils.rundir import RunDir
+from core.atomic import atomic_write_json, read_json
+from core.entry_metrics import write_entry_metrics
+from core.errors import RunDirError
+from core.predictions import make_predictions, read_predictions, write_predictions
+from core.rundir import RunDir
 from reports.baseline import run_metrics
 from reports.build import ReportError, build_report
-from reports.entry import write_entry_metrics
 from reports.results import write_results_csv
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import benchmark
-from data_utils.atomic import atomic_write_json, read_json
-from data_utils.errors import BenchmarkError
+from core.atomic import atomic_write_json, read_json
+from core.errors import BenchmarkError
 from reports.build import build_report
 from reports.grid_consistency import MixedEnsembleError, ensemble_variant
 

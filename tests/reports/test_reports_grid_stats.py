@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from data_utils.classes import CLASSES
-from data_utils.predictions import Predictions, make_predictions
-from data_utils.rundir import RunDir
+from core.bootstrap import LesionBootstrap
+from core.classes import CLASSES
+from core.metrics import compute_metrics
+from core.predictions import Predictions, make_predictions
+from core.rundir import RunDir
 from reports.aggregate import complete_grid, jobs_frame
-from reports.bootstrap import LesionBootstrap
 from reports.grid_stats import (
     COLUMNS,
     EXTRA_COLUMNS,
@@ -28,7 +29,6 @@ from reports.grid_stats import (
     read_design,
     shared_test_t_test,
 )
-from reports.metrics import compute_metrics
 
 T2_975 = 0.95 * math.sqrt(2 / (1 - 0.95**2))  # t quantile, df 2: F(t) = 1/2 + t / (2 sqrt(2+t^2))
 

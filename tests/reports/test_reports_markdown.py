@@ -6,8 +6,8 @@ import math
 
 import pandas as pd
 
-from data_utils.atomic import atomic_write_csv, atomic_write_json
-from data_utils.rundir import RunDir
+from core.atomic import atomic_write_csv, atomic_write_json
+from core.rundir import RunDir
 from reports.context import NOT_RECORDED, read_context
 from reports.markdown import _fit_split, _fit_summary, fmt, fmt_ci, fmt_count, fmt_p
 from reports.references import REFERENCES

@@ -1,4 +1,4 @@
-"""Every metric of reports.metrics against values computed by hand."""
+"""Every metric of core.metrics against values computed by hand."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import recall_score
 
-from data_utils.classes import CLASSES
-from data_utils.predictions import make_predictions
-from reports.metrics import (
+from core.classes import CLASSES
+from core.metrics import (
     PROBABILITY_METRICS,
     bootstrap_intervals,
     compute_metrics,
@@ -20,6 +19,7 @@ from reports.metrics import (
     sensitivity_at_specificity,
     val_threshold,
 )
+from core.predictions import make_predictions
 
 # Eight images, classes akiec/bcc/mel/nv present, bkl/df/vasc absent.
 #  row  true   predicted  probabilities (others 0)
@@ -300,7 +300,7 @@ def test_new_metrics_come_after_the_per_class_block():
 def test_calibration_metrics_use_the_prior_shifted_probabilities():
     from sklearn.metrics import log_loss
 
-    from reports.calibration import prior_shift
+    from core.calibration import prior_shift
 
     preds = make_predictions([f"I{i}" for i in range(8)], LESIONS, LABELS,
                              _proba(ROWS) * 0.93 + 0.01)

@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pandas as pd
 
-from data_utils.classes import CLASSES
-from data_utils.predictions import make_predictions, write_predictions
-from data_utils.rundir import RunDir
-from reports.entry import write_entry_metrics
+from core.classes import CLASSES
+from core.entry_metrics import write_entry_metrics
+from core.predictions import make_predictions, write_predictions
+from core.rundir import RunDir
 from reports.results import write_results_csv
 
 

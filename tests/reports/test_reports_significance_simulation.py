@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import binomtest
 
-from data_utils.classes import CLASSES
-from data_utils.predictions import make_predictions
-from reports.bootstrap import LesionBootstrap
+from core.bootstrap import LesionBootstrap
+from core.classes import CLASSES
+from core.predictions import make_predictions
 from reports.comparisons import SAMPLERS, Contender, compare_entries
 from reports.stats import paired_bootstrap_test
 

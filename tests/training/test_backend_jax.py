@@ -186,7 +186,7 @@ def rundir(tmp_path_factory) -> Path:
     The batch holds the whole training split: one step per epoch, one compiled shape.
     (paper_cnn through the worker under JAX: tests/training/test_distribution.py.)
     """
-    from data_utils.atomic import atomic_write_json
+    from core.atomic import atomic_write_json
     from data_utils.prepare import prepare
     from training import presets
 
@@ -211,8 +211,8 @@ def test_worker_trains_a_keras_application_in_two_phases_under_jax(rundir):
     argv = json.dumps(["--out", str(rundir), "--entry", "inception_v3", "--verbose", "0"])
     report = _run_under_jax("worker", rundir.parent, argv)
     assert report["codes"] == [0] and not report["tensorflow"]
-    from data_utils.atomic import read_json
-    from data_utils.predictions import read_predictions
+    from core.atomic import read_json
+    from core.predictions import read_predictions
 
     folder = rundir / "models" / "inception_v3"
     metrics = read_json(folder / "metrics.json")

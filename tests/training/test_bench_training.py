@@ -20,8 +20,8 @@ import keras
 import numpy as np
 import pytest
 
+from core.classes import CLASS_INDEX
 from data_utils.cache import build_cache
-from data_utils.classes import CLASS_INDEX
 from data_utils.readers import read_dataset
 from data_utils.synthetic import generate_synthetic
 from training import policies, presets, protocol

@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 
 import zoo
-from data_utils.atomic import atomic_write_json, read_json
+from core.atomic import atomic_write_json, read_json
+from core.classes import NUM_CLASSES
+from core.predictions import read_predictions
 from data_utils.cache import build_cache
-from data_utils.classes import NUM_CLASSES
-from data_utils.predictions import read_predictions
 from data_utils.prepare import prepare
 from training import presets, protocol
 from training.distribution import (

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import build_parser
-from data_utils.errors import BenchmarkError, DataError
+from core.errors import BenchmarkError, DataError
 from training.config import (
     ConfigError,
     entry_image_sizes,

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_utils.atomic import read_json
-from data_utils.predictions import read_predictions
-from data_utils.rundir import RunDir
+from core.atomic import read_json
+from core.predictions import read_predictions
+from core.rundir import RunDir
 
 pytestmark = pytest.mark.slow
 

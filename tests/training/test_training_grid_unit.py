@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_utils.atomic import atomic_write_json, read_json
-from data_utils.classes import CLASSES
-from data_utils.errors import RunDirError
-from data_utils.predictions import make_predictions, read_predictions, write_predictions
-from data_utils.rundir import RunDir, parse_replicate_name, replicate_name
+from core.atomic import atomic_write_json, read_json
+from core.classes import CLASSES
+from core.errors import RunDirError
+from core.predictions import make_predictions, read_predictions, write_predictions
+from core.rundir import RunDir, parse_replicate_name, replicate_name
 from data_utils.splits import make_splits
 from training.grid import (
     OOF_FILE,

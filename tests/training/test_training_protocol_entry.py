@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 
 import zoo
-from data_utils.atomic import read_json
+from core.atomic import read_json
+from core.predictions import read_predictions
 from data_utils.cache import build_cache
-from data_utils.predictions import read_predictions
 from data_utils.readers import read_dataset
 from data_utils.splits import make_splits
 from data_utils.synthetic import generate_synthetic

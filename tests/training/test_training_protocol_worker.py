@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from data_utils.atomic import atomic_write_json, read_json
-from data_utils.predictions import read_predictions
+from core.atomic import atomic_write_json, read_json
+from core.predictions import read_predictions
 from data_utils.prepare import prepare
 from training import presets, protocol, worker
 

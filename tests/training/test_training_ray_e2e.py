@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from data_utils.atomic import read_json
-from data_utils.rundir import RunDir
+from core.atomic import read_json
+from core.rundir import RunDir
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("ray", reason="the Ray executor needs the optional extra: "

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from benchmark import build_parser
-from data_utils.atomic import atomic_write_json, read_json
-from data_utils.classes import CLASS_INDEX, CLASSES
-from data_utils.errors import RunDirError
-from data_utils.predictions import make_predictions, write_predictions
-from data_utils.rundir import RunDir
-from reports.entry import write_entry_metrics
+from core.atomic import atomic_write_json, read_json
+from core.classes import CLASS_INDEX, CLASSES
+from core.entry_metrics import write_entry_metrics
+from core.errors import RunDirError
+from core.predictions import make_predictions, write_predictions
+from core.rundir import RunDir
 from training import cli, runner
 
 N_IMAGES = "80"

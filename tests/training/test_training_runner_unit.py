@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_utils.atomic import atomic_write_json, read_json
-from data_utils.classes import CLASSES
-from data_utils.errors import RunDirError
-from data_utils.predictions import make_predictions, write_predictions
-from data_utils.rundir import RunDir
+from core.atomic import atomic_write_json, read_json
+from core.classes import CLASSES
+from core.errors import RunDirError
+from core.predictions import make_predictions, write_predictions
+from core.rundir import RunDir
 from training import runner
 from training.runner import (
     EntryOutcome,
@@ -65,7 +65,7 @@ def _write_ok_entry(entry_dir: Path, batch_size: int | None = None) -> None:
     extra = {"status": "ok", "train_seconds": 1.5, "kind": "baseline"}
     if batch_size is not None:
         extra["batch_size"] = batch_size
-    from reports.entry import write_entry_metrics
+    from core.entry_metrics import write_entry_metrics
 
     write_entry_metrics(entry_dir, extra=extra, n_resamples=20)
 

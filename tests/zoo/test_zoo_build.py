@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import zoo
-from data_utils.errors import BenchmarkError
+from core.errors import BenchmarkError
 from zoo.factory import create_backbone, param_counts, resolve_input_shape
 
 NAMES = zoo.list_backbones()

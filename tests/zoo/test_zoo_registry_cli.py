@@ -11,7 +11,7 @@ import pytest
 
 import benchmark
 import zoo
-from data_utils.errors import BenchmarkError
+from core.errors import BenchmarkError
 from zoo.cli import ENSEMBLES, backbone_rows, weights_source
 from zoo.registry import Builder, get_builder, unregister
 

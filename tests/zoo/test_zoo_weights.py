@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import zoo
-from data_utils.errors import BenchmarkError, DownloadError
+from core.errors import BenchmarkError, DownloadError
 from zoo.errors import WeightsError, WeightsUnavailableError, ZooValueError
 from zoo.factory import create_backbone
 from zoo.weights import (

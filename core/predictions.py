@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_utils.atomic import atomic_write_csv
-from data_utils.classes import CLASS_INDEX, CLASSES, ISIC_COLUMNS
-from data_utils.errors import PredictionFileError
+from core.atomic import atomic_write_csv
+from core.classes import CLASS_INDEX, CLASSES, ISIC_COLUMNS
+from core.errors import PredictionFileError
 
 ID_COLUMNS: tuple[str, ...] = ("image_id", "lesion_id", "label")
 PREDICTION_COLUMN = "prediction"

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from data_utils.classes import NUM_CLASSES
+from core.classes import NUM_CLASSES
 
 
 class LesionBootstrap:
@@ -85,7 +85,7 @@ class LesionBootstrap:
     def macro_f1(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
         """(n_resamples,) mean F1 over the classes present in each resample.
 
-        F1 of class k = 2 TP / (predicted_k + support_k), the convention of `reports.metrics`
+        F1 of class k = 2 TP / (predicted_k + support_k), the convention of `core.metrics`
         (a present class that is never predicted scores 0).
         """
         eye = np.eye(NUM_CLASSES)

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_utils.errors import RunDirError
+from core.errors import RunDirError
 
 SPLITS: tuple[str, ...] = ("val", "test")
 

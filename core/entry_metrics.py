@@ -4,7 +4,7 @@ Besides the per-split maps ("val", "test") and the trainer's facts, metrics.json
 conventions its numbers follow:
 
 - "calibration_prior": {"source", "prior": {class: frequency}, "smoothing"}: the training class
-  frequencies the calibration metrics were measured against (reports.calibration).
+  frequencies the calibration metrics were measured against (core.calibration).
 - "probabilities": false for an entry whose probability columns are vote shares (hard voting:
   `extra["probabilities"]` false, an earlier metrics.json saying so, or a fit.json with
   "ensemble": "hard_voting"); its AUC, log loss, Brier, ECE and melanoma operating points are
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_utils.atomic import atomic_write_json_if_changed, read_json
-from data_utils.errors import RunDirError
-from data_utils.predictions import Predictions, read_predictions
-from data_utils.rundir import BASELINES, SPLITS, RunDir
-from reports.calibration import CalibrationPrior, entry_run_root, training_prior
-from reports.metrics import bootstrap_intervals, compute_metrics, metric_names
+from core.atomic import atomic_write_json_if_changed, read_json
+from core.calibration import CalibrationPrior, entry_run_root, training_prior
+from core.errors import RunDirError
+from core.metrics import bootstrap_intervals, compute_metrics, metric_names
+from core.predictions import Predictions, read_predictions
+from core.rundir import BASELINES, SPLITS, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class EntryInputs:
 
     Attributes:
         predictions: split -> predictions, for the splits with a prediction file.
-        prior: the calibration prior (reports.calibration).
+        prior: the calibration prior (core.calibration).
         probabilities: False when the probability columns are vote shares (hard voting).
     """
 

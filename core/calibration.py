@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data_utils.atomic import read_json
-from data_utils.classes import CLASS_INDEX, CLASSES, NUM_CLASSES
+from core.atomic import read_json
+from core.classes import CLASS_INDEX, CLASSES, NUM_CLASSES
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ Conventions (they matter when a class is absent from a split):
   AUC of all (image, class) pairs pooled.
 - Calibration metrics (`log_loss`, `brier`, `ece`) are computed on the probabilities after the
   prior-shift correction to the training class frequencies when a `prior` is given
-  (reports.calibration); every other metric uses the probabilities as they are.
+  (core.calibration); every other metric uses the probabilities as they are.
 - `log_loss` uses all seven labels; `brier` is the multiclass Brier score: the mean over images of
   the sum over the seven classes of (p_ik - y_ik)^2, so it lies in [0, 2] (0 is perfect).
 - `ece`: expected calibration error with 15 equal-width confidence bins (lower edge exclusive,
@@ -53,8 +53,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from data_utils.classes import CLASS_INDEX, CLASSES, NUM_CLASSES
-from data_utils.predictions import Predictions
+from core.classes import CLASS_INDEX, CLASSES, NUM_CLASSES
+from core.predictions import Predictions
 
 ECE_BINS = 15
 MEL_SPECIFICITIES = (0.80, 0.90)
@@ -187,7 +187,7 @@ def calibration_probabilities(proba: np.ndarray, prior: np.ndarray | None) -> np
     """The probabilities calibration is measured on: prior-shifted to `prior`, or as they are."""
     if prior is None:
         return proba
-    from reports.calibration import prior_shift
+    from core.calibration import prior_shift
 
     return prior_shift(proba, prior)
 
@@ -406,7 +406,7 @@ def bootstrap_intervals(
         {"accuracy_ci": [low, high], "balanced_accuracy_ci": [...], "macro_auc_ci": [...]}
         (NaN bounds where a metric is undefined in every resample).
     """
-    from reports.bootstrap import LesionBootstrap, percentile_interval
+    from core.bootstrap import LesionBootstrap, percentile_interval
 
     boot = LesionBootstrap(preds.lesion_id, n_resamples=n_resamples, seed=seed)
     samples = {"accuracy": boot.accuracy(preds.y_true, preds.y_pred),

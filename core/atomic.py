@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+_log = logging.getLogger(__name__)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -119,3 +122,32 @@ def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file written by `atomic_write_json`."""
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def read_json_object(path: str | os.PathLike, what: str = "") -> dict[str, Any]:
+    """A JSON object read from `path`, or {} when the file is absent, unreadable or not an object.
+
+    For files that are rebuilt when they are bad (metrics.json, fit.json read for display): a bad
+    one is logged (with `what` saying what happens next, e.g. "it will be rewritten") instead of
+    raised.
+
+    Args:
+        path: the JSON file.
+        what: appended to the warning about an unreadable file.
+
+    Returns:
+        The object, or {}.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    suffix = f"; {what}" if what else ""
+    try:
+        data = read_json(path)
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        _log.warning("%s is unreadable (%s)%s", path, exc, suffix)
+        return {}
+    if not isinstance(data, dict):
+        _log.warning("%s is not a JSON object%s", path, suffix)
+        return {}
+    return data
