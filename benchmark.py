@@ -2,9 +2,12 @@
 """dermbench: fine-tune ImageNet backbones on HAM10000 under one protocol, ensemble, and report.
 
 A thin CLI: parse the command line, then call one stage. Each stage lives in its own package and
-talks to the next through files in the run directory (DESIGN.md). Heavy imports (TensorFlow,
-Keras) happen only inside the stages that need them, so `--report`, `--ensemble` and `--check`
-run without TensorFlow.
+talks to the next through files in the run directory (`core.rundir`). The parser leaves options
+unset (None); the stages resolve them from `core.defaults` (and the preset), whose values --help
+shows. The choices come from their one source: presets from `training.presets`, ensembles from
+`ensembles.ENSEMBLE_NAMES`, backbones from the zoo registry (`--list`). Heavy imports
+(TensorFlow, Keras) happen only inside the stages that need them, so `--report`, `--ensemble` and
+`--check` run without TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,16 +18,19 @@ import os
 import sys
 from collections.abc import Sequence
 
-DATASETS = ("synthetic", "ham10000", "isic2018")
-PRESETS = ("native", "paper", "smoke")
-ENSEMBLE_CHOICES = ("soft_voting", "hard_voting", "weighted_voting", "stacking", "all")
+from core import defaults, exitcodes, facts
+from core.rundir import RUN_DIR_RULE
+from ensembles import ENSEMBLE_NAMES
+from training.presets import PRESETS
+
+ENSEMBLE_CHOICES = (*ENSEMBLE_NAMES, "all")
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
     """argparse that reports bad usage in one line (no usage dump) and exits with 2."""
 
     def error(self, message: str) -> None:  # noqa: D401 - argparse API
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(exitcodes.USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def positive_int(text: str) -> int:
@@ -112,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  python benchmark.py --ensemble stacking --out runs/ham10000-native\n"
             "  python benchmark.py --report --out RUNDIR\n"
             "  python benchmark.py --check baseline.json --out RUNDIR\n"
+            f"Without --out every action uses the run directory {RUN_DIR_RULE}.\n"
             "For research; not for clinical diagnosis."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -141,42 +148,52 @@ def build_parser() -> argparse.ArgumentParser:
                              "dropped by more than its tolerance")
 
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", choices=DATASETS,
-                      help="synthetic (generated, the default for --preset smoke), ham10000 "
-                           "(official HAM10000 layout) or isic2018 (ISIC 2018 Task 3 layout)")
+    data.add_argument("--dataset", choices=facts.DATASETS,
+                      help=f"synthetic (generated), ham10000 (official HAM10000 layout) or "
+                           f"isic2018 (ISIC 2018 Task 3 layout); default "
+                           f"{defaults.SMOKE_DATASET} with --preset {defaults.SMOKE_PRESET}, "
+                           f"else {defaults.DATASET}")
     data.add_argument("--data-dir", metavar="DIR",
                       help="folder holding the dataset (or where --download puts it)")
-    data.add_argument("--split", choices=("lesion", "image"), default="lesion",
-                      help="lesion: stratified, grouped by lesion_id (default, leak-free); image: "
-                           "the source paper's random image-level split (leaky, for reproduction)")
-    data.add_argument("--ratios", type=_ratios, default=(0.8, 0.1, 0.1), metavar="TR,VA,TE",
-                      help="train,val,test ratios (default 0.8,0.1,0.1)")
+    data.add_argument("--split", choices=("lesion", "image"),
+                      help="lesion: stratified, grouped by lesion_id (leak-free); image: the "
+                           "source paper's random image-level split (leaky, for reproduction); "
+                           f"default {defaults.SPLIT}")
+    data.add_argument("--ratios", type=_ratios, metavar="TR,VA,TE",
+                      help="train,val,test ratios (default "
+                           f"{','.join(str(r) for r in defaults.RATIOS)})")
     data.add_argument("--folds", type=_fold_count, metavar="K",
                       help="K lesion-grouped stratified folds: every entry is trained once per "
                            "fold (fold k is the test split), a grid run aggregated in the report")
-    data.add_argument("--test-set", choices=("split", "official"), default="split",
+    data.add_argument("--test-set", choices=("split", "official"),
                       help="isic2018 only: 'official' trains/validates on HAM10000 (split by "
-                           "lesion) and tests on the official ISIC 2018 test images")
+                           "lesion) and tests on the official ISIC 2018 test images; default "
+                           f"{defaults.TEST_SET}")
     data.add_argument("--allow-missing", action="store_true",
                       help="proceed without images listed in the metadata but missing on disk "
                            "(their count is recorded in dataset.json)")
-    data.add_argument("--synthetic-images", type=positive_int, default=700, metavar="N",
-                      help="size of the generated synthetic dataset (default 700)")
+    data.add_argument("--synthetic-images", type=positive_int, metavar="N",
+                      help="size of the generated synthetic dataset (default "
+                           f"{defaults.SYNTHETIC_IMAGES})")
     data.add_argument("--image-size", type=positive_int, metavar="PX",
-                      help="square input size; default: each backbone's native size (preset)")
-    data.add_argument("--resize-mode", choices=("square", "crop"), default="square",
-                      help="square: whole image resized to a square (default); crop: centre crop")
+                      help="square input size; default: each backbone's size under the preset "
+                           f"(--prepare: {defaults.PREPARE_IMAGE_SIZE})")
+    data.add_argument("--resize-mode", choices=("square", "crop"),
+                      help="square: whole image resized to a square; crop: centre crop; default "
+                           f"{defaults.RESIZE_MODE}")
     data.add_argument("--cache-dir", metavar="DIR",
                       help="decoded-image cache (default $DERMBENCH_CACHE or ~/.cache/dermbench)")
     data.add_argument("--workers", type=positive_int, metavar="N",
                       help="processes for decoding images (default: all cores)")
 
     train = parser.add_argument_group("training")
-    train.add_argument("--preset", choices=PRESETS,
-                       help="native (default): native sizes, GPU-sized epochs; paper: the study's "
-                            "literal settings; smoke: CPU-sized, weights=None")
+    train.add_argument("--preset", choices=tuple(PRESETS),
+                       help="; ".join(f"{name}{' (default)' if name == defaults.PRESET else ''}: "
+                                      f"{preset.description}"
+                                      for name, preset in PRESETS.items()))
     train.add_argument("--models", nargs="+", metavar="NAME",
-                       help="train only these entries (backbones or baselines)")
+                       help="train only these entries: the backbones registered in the zoo "
+                            "(see --list), paper_cnn, inception_resnet_v2+svm")
     train.add_argument("--epochs", type=positive_int, metavar="N",
                        help="epochs per phase (overrides the preset)")
     train.add_argument("--batch-size", type=positive_int, metavar="N",
@@ -186,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weights-dir", metavar="DIR",
                        help="folder with official weight files (offline use); also "
                             "$DERMBENCH_WEIGHTS_DIR")
-    train.add_argument("--seed", type=_non_negative_int, default=0,
-                       help="seed for the split, the synthetic data and training (default 0)")
+    train.add_argument("--seed", type=_non_negative_int,
+                       help="seed for the split, the synthetic data and training (default "
+                            f"{defaults.SEED})")
     train.add_argument("--seeds", type=_seed_list, metavar="S1,S2,...",
                        help="repeat every entry once per training seed (a grid run with --folds: "
                             "entry x fold x seed); the split and synthetic data keep --seed")
@@ -196,15 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--force-new", action="store_true",
                        help="start a fresh run directory instead of refusing a protocol mismatch")
     train.add_argument("--out", metavar="RUNDIR",
-                       help="run directory (default runs/<dataset>-<preset>)")
+                       help=f"run directory of every action (default {RUN_DIR_RULE})")
 
     execution = parser.add_argument_group("execution (--all)")
-    execution.add_argument("--executor", choices=("local", "ray"), default="local",
-                           help="local (default): jobs run in subprocesses on this machine; ray: "
-                                "each job is a Ray task (pip install 'dermbench[ray]')")
+    execution.add_argument("--executor", choices=("local", "ray"),
+                           help="local: jobs run in subprocesses on this machine; ray: each job "
+                                "is a Ray task (pip install 'dermbench[ray]'); default "
+                                f"{defaults.EXECUTOR}")
     execution.add_argument("--jobs", type=positive_int, metavar="N",
                            help="local executor: jobs run at a time, each pinned to its own "
-                                "GPU(s) via CUDA_VISIBLE_DEVICES (default 1)")
+                                f"GPU(s) via CUDA_VISIBLE_DEVICES (default {defaults.JOBS})")
     execution.add_argument("--ray-address", metavar="ADDR",
                            help="ray executor: the cluster to join (e.g. auto or "
                                 "ray://head:10001); default: a local Ray instance on 127.0.0.1")
@@ -214,23 +233,27 @@ def build_parser() -> argparse.ArgumentParser:
     execution.add_argument("--cpus-per-job", type=positive_int, metavar="N",
                            help="CPU threads (and Ray CPUs) per job on machines without GPUs "
                                 "(default: the cores divided among the parallel jobs)")
-    execution.add_argument("--retries", type=_non_negative_int, default=1, metavar="N",
+    execution.add_argument("--retries", type=_non_negative_int, metavar="N",
                            help="restarts of a job whose worker was killed (it resumes from its "
-                                "last finished epoch; default 1)")
+                                f"last finished epoch; default {defaults.RETRIES})")
 
     ens = parser.add_argument_group("ensembles and reports")
     ens.add_argument("--members", type=_name_list, metavar="A,B,C",
-                     help="ensemble members (default: the five backbones present in the run)")
-    ens.add_argument("--rank-by", default="balanced_accuracy", metavar="METRIC",
-                     help="metric that orders the report's ranking (default balanced_accuracy)")
+                     help="ensemble members (default: the entries of kind backbone present in "
+                          "the run)")
+    ens.add_argument("--rank-by", metavar="METRIC",
+                     help="metric that orders the report's ranking (default "
+                          f"{defaults.RANK_BY})")
     ens.add_argument("--reference", metavar="NAME",
                      help="the entry every other is compared with in the report's paired tests "
-                          "and comparisons.csv (default inception_resnet_v2; another name must be "
-                          "an entry with test predictions)")
-    ens.add_argument("--bootstrap", type=positive_int, default=1000, metavar="N",
-                     help="lesion-bootstrap resamples for confidence intervals (default 1000)")
-    ens.add_argument("--tolerance", type=_probability, default=0.01, metavar="T",
-                     help="--check: allowed drop per metric unless the baseline says otherwise")
+                          f"and comparisons.csv (default {defaults.REFERENCE}; another name must "
+                          "be an entry with test predictions)")
+    ens.add_argument("--bootstrap", type=positive_int, metavar="N",
+                     help="lesion-bootstrap resamples for confidence intervals (default "
+                          f"{defaults.BOOTSTRAP})")
+    ens.add_argument("--tolerance", type=_probability, metavar="T",
+                     help="--check: allowed drop per metric unless the baseline says otherwise "
+                          f"(default {defaults.TOLERANCE})")
 
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -249,13 +272,33 @@ def _configure_logging(verbose: bool) -> None:
 _ACTIONS: dict[str, tuple[str, str]] = {
     "prepare": ("data_utils.cli", "run_prepare"),
     "download": ("data_utils.cli", "run_download"),
-    "list": ("zoo.cli", "run_list"),
+    "list": (__name__, "run_list"),
     "all": ("training.cli", "run_all"),
-    "ensemble": ("ensembles.cli", "run_ensemble"),
+    "ensemble": ("pipeline.ensemble_action", "run_ensemble"),
     "report": ("reports.cli", "run_report"),
     "save_baseline": ("reports.cli", "run_save_baseline"),
     "check": ("reports.cli", "run_check"),
 }
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """`--list`: the registered backbones (zoo), the entries, the ensembles and the presets.
+
+    Returns:
+        0.
+    """
+    del args  # --list takes no options
+    from training.entries import all_entries
+    from zoo.cli import backbone_table
+
+    print(backbone_table())
+    print()
+    print("entries (training stage): " + ", ".join(all_entries()))
+    print("ensembles (ensembles stage): " + ", ".join(ENSEMBLE_NAMES))
+    print("presets (training stage):")
+    for name, preset in PRESETS.items():
+        print(f"  {name:<7} {preset.description}")
+    return exitcodes.OK
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -268,7 +311,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI. Returns the process exit code (0 ok, 1 failed check/entry, 2 user error)."""
+    """Run the CLI. Returns the process exit code (`core.exitcodes`: 0 ok, 1 failed check or
+    entry, 2 user error, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
@@ -281,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return exitcodes.INTERRUPTED
 
 
 if __name__ == "__main__":

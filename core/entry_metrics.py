@@ -25,7 +25,7 @@ from core.calibration import CalibrationPrior, entry_run_root, training_prior
 from core.errors import RunDirError
 from core.metrics import bootstrap_intervals, compute_metrics, metric_names
 from core.predictions import Predictions, read_predictions
-from core.rundir import BASELINES, SPLITS, RunDir
+from core.rundir import SPLITS, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +41,27 @@ PROBABILITIES_NOTE = (
 _RUN_INPUTS = ("splits.csv", "dataset.json")
 
 
-def infer_kind(entry_dir: Path) -> str:
-    """The entry's kind from where it lives: "ensemble", "baseline" or "backbone".
+def infer_kind(entry_dir: Path, stored: dict[str, Any] | None = None) -> str | None:
+    """The entry's kind when the folder tells it: "ensemble" under ensembles/, else the recorded one.
 
-    Used only when metrics.json does not record a "kind". Folders under ensembles/ are ensembles;
-    paper_cnn and any name containing "svm" (e.g. inception_resnet_v2+svm) are baselines.
+    The kind of a trained entry ("backbone" or "baseline") comes from the zoo registry and is
+    recorded in metrics.json by the trainer; this layer does not know the registry, so a model
+    folder that records no kind (hand-made prediction files) gets None: callers above the zoo
+    fall back to it.
+
+    Args:
+        entry_dir: models/<name> or ensembles/<name>.
+        stored: its metrics.json (default: read from `entry_dir`).
+
+    Returns:
+        "ensemble", the recorded "kind", or None.
     """
     entry_dir = Path(entry_dir)
     if entry_dir.parent.name == "ensembles":
         return "ensemble"
-    if entry_dir.name in BASELINES or "svm" in entry_dir.name.lower():
-        return "baseline"
-    return "backbone"
+    stored = read_entry_metrics(entry_dir) if stored is None else stored
+    kind = stored.get("kind")
+    return kind if isinstance(kind, str) and kind else None
 
 
 def read_entry_metrics(entry_dir: Path) -> dict[str, Any]:
@@ -130,7 +139,8 @@ def write_entry_metrics(
     if inputs.probabilities:
         result.pop("probabilities_note", None)
     result.setdefault("status", "ok")
-    result.setdefault("kind", infer_kind(entry_dir))
+    if "kind" not in result and (kind := infer_kind(entry_dir, result)) is not None:
+        result["kind"] = kind
     atomic_write_json_if_changed(entry_dir / METRICS_FILE, result)
     log.debug("wrote %s", entry_dir / METRICS_FILE)
     return result

@@ -1,4 +1,4 @@
-"""The run-directory layout of DESIGN.md, in one place.
+"""The run-directory layout (docs/ARCHITECTURE.md) and the default run directory, in one place.
 
     run.json, dataset.json, splits.csv, train.log, results.csv, report.md, figures/
     models/<name>/{history.csv,predictions_val.csv,predictions_test.csv,metrics.json}
@@ -10,6 +10,9 @@ aggregated results.csv / jobs.csv / report.md; each replicate is a complete run 
 layout above (its own run.json with that fold's seed, its fold's splits.csv, models/, ensembles/):
 
     replicates/fold<f>-seed<s>/...
+
+Without --out every action finds its run directory by one rule (`find_run_dir`, `RUN_DIR_RULE`):
+runs/<dataset>-<preset>.
 """
 
 from __future__ import annotations
@@ -19,24 +22,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import defaults
 from core.errors import RunDirError
 
 SPLITS: tuple[str, ...] = ("val", "test")
-
-# The entries of a full run: the study's five fine-tuned backbones, in its order, and two baselines.
-# Plain names here (no zoo import) so that ensembles/ and reports/ stay free of Keras.
-BACKBONES: tuple[str, ...] = (
-    "inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large",
-)
-SCRATCH_BASELINE = "paper_cnn"
-SVM_BASELINE = "inception_resnet_v2+svm"
-BASELINES: tuple[str, ...] = (SCRATCH_BASELINE, SVM_BASELINE)
-
-
-def entry_kind(name: str) -> str:
-    """"backbone" for the five fine-tuned backbones, "baseline" for everything else trained."""
-    return "backbone" if name in BACKBONES else "baseline"
-
 
 RUNS_ROOT = Path("runs")
 REPLICATES_DIR = "replicates"
@@ -161,41 +150,78 @@ def _entries_with_predictions(folder: Path) -> list[str]:
     )
 
 
-def default_run_path(dataset: str, preset: str | None, runs_root: Path = RUNS_ROOT) -> Path:
-    """Where a run writes when --out is not given: runs/<dataset>-<preset> (preset default native)."""
-    return runs_root / f"{dataset}-{preset or 'native'}"
+
+
+# The one rule, for --help and error messages.
+RUN_DIR_RULE = (
+    f"{RUNS_ROOT}/<dataset>-<preset>, where the preset defaults to {defaults.PRESET} and the "
+    f"dataset to {defaults.SMOKE_DATASET} with --preset {defaults.SMOKE_PRESET}, else "
+    f"{defaults.DATASET}; an action that reads a run, given neither --dataset nor --preset, "
+    f"takes the only folder under {RUNS_ROOT}/ when that one does not exist"
+)
+
+
+def default_dataset(preset: str | None) -> str:
+    """The dataset of a command without --dataset: synthetic for the smoke preset, else ham10000.
+
+    Args:
+        preset: --preset, or None (the default preset).
+
+    Returns:
+        The dataset name.
+    """
+    return defaults.SMOKE_DATASET if (preset or defaults.PRESET) == defaults.SMOKE_PRESET \
+        else defaults.DATASET
 
 
 def find_run_dir(out: str | os.PathLike | None = None, dataset: str | None = None,
-                 preset: str | None = None, runs_root: Path = RUNS_ROOT) -> RunDir:
-    """The finished run that --ensemble, --report, --save-baseline and --check read.
+                 preset: str | None = None, runs_root: Path = RUNS_ROOT, *,
+                 existing: bool = True) -> RunDir:
+    """The run directory of every action: the one rule (`RUN_DIR_RULE`).
+
+    1. --out, when given (used as given: callers say what is missing in it);
+    2. else runs/<dataset>-<preset>: the preset defaults to native, the dataset to
+       `default_dataset(preset)` (synthetic for --preset smoke, else ham10000). So
+       `--all --preset smoke` writes runs/synthetic-smoke and `--report --preset smoke` reads it;
+    3. an action that reads an existing run (`existing`: --ensemble, --report, --save-baseline,
+       --check), given neither --dataset nor --preset, takes the only folder under runs/ when
+       the directory of 2 does not exist (so `--ensemble stacking` after the Quickstart's
+       `--all --preset smoke` finds runs/synthetic-smoke).
 
     Args:
-        out: --out; used as given (callers say what is missing in it).
-        dataset, preset: --dataset / --preset; when either is given, the default run directory of
-            that combination (dataset default: synthetic for smoke, else ham10000).
-        runs_root: where runs live by default.
+        out: --out, or None.
+        dataset: --dataset, or None.
+        preset: --preset, or None.
+        runs_root: where run directories live by default.
+        existing: True for an action that reads an existing run (it must exist); False for one
+            that creates or resumes it (--all, --prepare: nothing is checked).
 
     Returns:
-        The RunDir. Without --out, --dataset and --preset: the only folder under runs/.
+        The RunDir.
 
     Raises:
-        RunDirError: no --out and no run directory found by the rules above.
+        RunDirError: `existing`, no --out, and no run directory found by the rule.
     """
     if out:
-        return RunDir(out)
-    if dataset or preset:
-        dataset = dataset or ("synthetic" if preset == "smoke" else "ham10000")
-        path = default_run_path(dataset, preset, runs_root)
-        if path.is_dir():
-            return RunDir(path)
+        return RunDir(Path(out).expanduser())
+    name = f"{dataset or default_dataset(preset)}-{preset or defaults.PRESET}"
+    path = runs_root / name
+    if not existing or path.is_dir():
+        return RunDir(path)
+    if not dataset and not preset:
+        candidates = sorted(p for p in runs_root.iterdir() if p.is_dir()) \
+            if runs_root.is_dir() else []
+        if len(candidates) == 1:
+            return RunDir(candidates[0])
+        found = ", ".join(str(p) for p in candidates) if candidates else "none"
         raise RunDirError(
-            f"no --out given and the default run directory {path} (for --dataset {dataset} "
-            f"--preset {preset or 'native'}) does not exist; pass --out RUNDIR, a folder holding "
-            "models/<name>/predictions_val.csv and predictions_test.csv"
+            f"which run? no --out given, the default run directory {path} does not exist and "
+            f"{runs_root}/ holds {found}; pass --out RUNDIR, or the --dataset/--preset of the run "
+            f"(without --out: {RUN_DIR_RULE})"
         )
-    candidates = sorted(p for p in runs_root.iterdir() if p.is_dir()) if runs_root.is_dir() else []
-    if len(candidates) == 1:
-        return RunDir(candidates[0])
-    found = ", ".join(str(p) for p in candidates) if candidates else "none"
-    raise RunDirError(f"which run? pass --out RUNDIR (run directories under {runs_root}/: {found})")
+    raise RunDirError(
+        f"no --out given and the default run directory {path} does not exist (without --out: "
+        f"{RUN_DIR_RULE}); pass --out RUNDIR, a folder holding "
+        "models/<name>/predictions_val.csv and predictions_test.csv, or the --dataset/--preset "
+        "of the run"
+    )

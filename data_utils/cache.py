@@ -41,7 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.atomic import atomic_write_json, read_json
+from core import defaults
+from core.atomic import atomic_write_json, read_json, read_json_object
 from core.errors import DataError
 from data_utils import imaging
 from data_utils.imaging import DECODER_VERSION, RESIZE_MODES, decode_image
@@ -180,7 +181,7 @@ class ImageCache:
 
 
 def build_cache(paths: Sequence[str | os.PathLike], image_ids: Sequence[str], size: int,
-                resize_mode: str = "square", cache_root: str | os.PathLike | None = None,
+                resize_mode: str = defaults.RESIZE_MODE, cache_root: str | os.PathLike | None = None,
                 workers: int | None = None, progress: bool = True) -> ImageCache:
     """Decode every image once into a uint8 cache on disk, or open the existing one.
 
@@ -285,11 +286,8 @@ def _stat_signatures(paths: list[Path]) -> list[list[int]]:
 
 def _content_digests(paths: list[Path], manifest_path: Path, workers: int) -> list[str]:
     """blake2b-128 of each file's bytes, reusing the manifest for files whose stat is unchanged."""
-    try:
-        manifest = read_json(manifest_path)
-        known = manifest["files"] if manifest.get("format") == CACHE_FORMAT else {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        known = {}
+    manifest = read_json_object(manifest_path, "the files are hashed again")
+    known = manifest.get("files") if manifest.get("format") == CACHE_FORMAT else {}
     if not isinstance(known, dict):
         known = {}
     keys = [os.fspath(path.absolute()) for path in paths]

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from core import defaults
 from core.errors import DataError
 
 DECODER_VERSION = 1
@@ -32,7 +33,8 @@ RESAMPLE = Image.Resampling.BILINEAR
 REDUCING_GAP = 3.0
 
 
-def decode_image(path: str | os.PathLike, size: int, resize_mode: str = "square") -> np.ndarray:
+def decode_image(path: str | os.PathLike, size: int,
+                 resize_mode: str = defaults.RESIZE_MODE) -> np.ndarray:
     """Decode an image file into a (size, size, 3) uint8 RGB array.
 
     Args:

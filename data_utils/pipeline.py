@@ -1,7 +1,7 @@
 """Batches of uint8 images served from the decoded-image cache, for Keras `fit`/`predict`.
 
-No augmentation and no preprocessing here: both run inside the model (DESIGN.md, protocol 3), so a
-batch is only a gather of rows from the memory-mapped cache.
+No augmentation and no preprocessing here: both are layers of the model the training stage
+builds (docs/ARCHITECTURE.md), so a batch is only a gather of rows from the memory-mapped cache.
 
 The order of every epoch is a pure function of (seed, epoch): the dataset shuffles itself, so
 pass `shuffle=False` to `model.fit` (Keras would otherwise reorder whole batches with Python's

@@ -20,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from core.atomic import atomic_write_json, atomic_write_text, read_json
+from core import defaults
+from core.atomic import atomic_write_json, atomic_write_text, read_json_object
 from core.classes import CLASSES
 from core.errors import DataError, RunDirError
 from core.rundir import RunDir
@@ -142,7 +143,7 @@ def _choose_run_dir(out: Path, splits_text: str, card: dict, force_new: bool) ->
         if run.splits_csv.read_text(encoding="utf-8") == splits_text:
             return run, True
         if not force_new:
-            old = read_json(run.dataset_json) if run.dataset_json.is_file() else {}
+            old = read_json_object(run.dataset_json)
             raise RunDirError(
                 f"{run.root} already holds a different split ({run.splits_csv.name}: "
                 f"{_difference(old, card)}); anything trained there used that split. Pass "
@@ -158,15 +159,15 @@ def prepare(
     data_dir: str | os.PathLike | None,
     out: str | os.PathLike,
     *,
-    split: str = "lesion",
-    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    split: str = defaults.SPLIT,
+    ratios: Sequence[float] = defaults.RATIOS,
     folds: int | None = None,
-    seed: int = 0,
+    seed: int = defaults.SEED,
     allow_missing: bool = False,
-    test_set: str = "split",
-    synthetic_images: int = 700,
+    test_set: str = defaults.TEST_SET,
+    synthetic_images: int = defaults.SYNTHETIC_IMAGES,
     image_sizes: Sequence[int] = (299,),
-    resize_mode: str = "square",
+    resize_mode: str = defaults.RESIZE_MODE,
     cache_root: str | os.PathLike | None = None,
     workers: int | None = None,
     force_new: bool = False,
@@ -242,7 +243,7 @@ def prepare(
     run.root.mkdir(parents=True, exist_ok=True)
     if not unchanged:
         atomic_write_text(run.splits_csv, text)
-    if not run.dataset_json.is_file() or read_json(run.dataset_json) != _json_roundtrip(card):
+    if read_json_object(run.dataset_json, "it is rewritten") != _json_roundtrip(card):
         atomic_write_json(run.dataset_json, card)
     logger.info("prepared %s: %d images -> %s", dataset, len(table), run.root)
     return PreparedData(table=table, run=run, card=card, caches=caches)

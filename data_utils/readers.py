@@ -19,38 +19,38 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core import defaults
 from core.classes import CLASSES, ISIC_COLUMNS, ISIC_TO_CLASS
 from core.errors import DataError
+from core.facts import DATASETS, HAM10000, ISIC2018, SYNTHETIC
 from data_utils import validation as v
+from data_utils.layout import (
+    HAM_METADATA,
+    HAM_PART_PREFIX,
+    ISIC_GROUPINGS,
+    ISIC_TEST_GT,
+    ISIC_TEST_GT_DIR,
+    ISIC_TEST_INPUT,
+    ISIC_TRAIN_GT,
+    ISIC_TRAIN_GT_DIR,
+    ISIC_TRAIN_INPUT,
+    ISIC_VAL_GT,
+    ISIC_VAL_GT_DIR,
+)
 
 logger = logging.getLogger(__name__)
 
-DATASET_NAMES: tuple[str, ...] = ("ham10000", "isic2018", "synthetic")
 TEST_SETS: tuple[str, ...] = ("split", "official")
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg"})
 BASE_COLUMNS: tuple[str, ...] = ("image_id", "lesion_id", "dx", "path")
-
-HAM_METADATA = "HAM10000_metadata.csv"
 HAM_COLUMNS: tuple[str, ...] = ("lesion_id", "image_id", "dx")
-HAM_PART_PREFIX = "ham10000_images"
-
-ISIC_TRAIN_INPUT = "ISIC2018_Task3_Training_Input"
-ISIC_TRAIN_GT_DIR = "ISIC2018_Task3_Training_GroundTruth"
-ISIC_TRAIN_GT = "ISIC2018_Task3_Training_GroundTruth.csv"
-ISIC_GROUPINGS = "ISIC2018_Task3_Training_LesionGroupings.csv"
-ISIC_VAL_INPUT = "ISIC2018_Task3_Validation_Input"
-ISIC_VAL_GT_DIR = "ISIC2018_Task3_Validation_GroundTruth"
-ISIC_VAL_GT = "ISIC2018_Task3_Validation_GroundTruth.csv"
-ISIC_TEST_INPUT = "ISIC2018_Task3_Test_Input"
-ISIC_TEST_GT_DIR = "ISIC2018_Task3_Test_GroundTruth"
-ISIC_TEST_GT = "ISIC2018_Task3_Test_GroundTruth.csv"
 
 
 def read_dataset(
     name: str,
     data_dir: str | os.PathLike,
     allow_missing: bool = False,
-    test_set: str = "split",
+    test_set: str = defaults.TEST_SET,
 ) -> pd.DataFrame:
     """Read and validate a dataset into one table.
 
@@ -79,16 +79,16 @@ def read_dataset(
             f"dataset folder {root} does not exist; pass the folder that holds the {name} files "
             f"with --data-dir (or fetch them with --download --dataset {name} --data-dir DIR)"
         )
-    if name in ("ham10000", "synthetic"):
+    if name in (HAM10000, SYNTHETIC):
         if test_set != "split":
             raise DataError(
                 f"--test-set {test_set} needs --dataset isic2018 (the official test set is part "
                 f"of the ISIC 2018 release); use --test-set split with {name}"
             )
         return read_ham10000(root, allow_missing=allow_missing)
-    if name == "isic2018":
+    if name == ISIC2018:
         return read_isic2018(root, allow_missing=allow_missing, test_set=test_set)
-    raise ValueError(f"unknown dataset {name!r}; expected one of {DATASET_NAMES}")
+    raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
 
 
 # --------------------------------------------------------------------------- file system helpers
@@ -315,7 +315,8 @@ def _read_isic_extra_set(root: Path, input_dir: str, gt_dir: str, gt_file: str, 
     return _attach_paths(table, index_images([images]), source, str(images), allow_missing)
 
 
-def read_isic2018(root: Path, allow_missing: bool = False, test_set: str = "split") -> pd.DataFrame:
+def read_isic2018(root: Path, allow_missing: bool = False,
+                  test_set: str = defaults.TEST_SET) -> pd.DataFrame:
     """Read the ISIC 2018 Task 3 layout.
 
     Training images take their lesion_id from the lesion groupings file and dx_type from its

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from core import defaults
 from core.classes import CLASSES
 from core.errors import BenchmarkError
 
@@ -144,10 +145,10 @@ def _train_val(pool: pd.DataFrame, ratios: np.ndarray, split: str, seed) -> np.n
 
 def make_splits(
     table: pd.DataFrame,
-    split: str = "lesion",
-    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    split: str = defaults.SPLIT,
+    ratios: Sequence[float] = defaults.RATIOS,
     folds: int | None = None,
-    seed: int = 0,
+    seed: int = defaults.SEED,
 ) -> pd.DataFrame:
     """Add a `split` column (train/val/test) and, with `folds`, a `fold` column.
 
@@ -209,7 +210,8 @@ def _official_test_mask(table: pd.DataFrame) -> np.ndarray:
 
 
 def split_for_fold(
-    table: pd.DataFrame, fold: int, ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+    table: pd.DataFrame, fold: int, ratios: Sequence[float] = defaults.RATIOS,
+    seed: int = defaults.SEED,
 ) -> pd.Series:
     """The train/val/test assignment for fold `fold` of a table with a `fold` column.
 

@@ -34,9 +34,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageEnhance
 
+from core import defaults
 from core.atomic import atomic_write_csv, read_json
 from core.classes import CLASSES
 from core.errors import DataError
+from data_utils.layout import HAM_METADATA, HAM_PARTS
 
 logger = logging.getLogger(__name__)
 
@@ -297,7 +299,8 @@ def _marker(n_images: int, seed: int) -> dict:
     }
 
 
-def generate_synthetic(root: str | os.PathLike, n_images: int = 700, seed: int = 0) -> Path:
+def generate_synthetic(root: str | os.PathLike, n_images: int = defaults.SYNTHETIC_IMAGES,
+                       seed: int = defaults.SEED) -> Path:
     """Write (or reuse) a synthetic dataset in the official HAM10000 layout under `root`.
 
     Deterministic: the same (n_images, seed) gives the same metadata and the same JPEG bytes.
@@ -355,7 +358,7 @@ def generate_synthetic(root: str | os.PathLike, n_images: int = 700, seed: int =
 def _write_dataset(folder: Path, n_images: int, seed: int) -> None:
     rng = np.random.default_rng([seed, 0x5EED])
     plan = _plan(n_images, rng)
-    parts = [folder / "HAM10000_images_part_1", folder / "HAM10000_images_part_2"]
+    parts = [folder / name for name in HAM_PARTS]
     for part in parts:
         part.mkdir()
     half = (len(plan) + 1) // 2
@@ -370,4 +373,4 @@ def _write_dataset(folder: Path, n_images: int, seed: int) -> None:
             part = parts[0] if index < half else parts[1]
             image.save(part / f"{row['image_id']}.jpg", "JPEG", quality=JPEG_QUALITY)
     metadata = plan[["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]]
-    atomic_write_csv(folder / "HAM10000_metadata.csv", metadata.sort_values(["dx", "lesion_id"]))
+    atomic_write_csv(folder / HAM_METADATA, metadata.sort_values(["dx", "lesion_id"]))

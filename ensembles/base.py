@@ -149,10 +149,12 @@ class EnsembleEstimator(ClassifierMixin, BaseEstimator):
 
     Class attributes:
         name: the ensemble's name (one of `ensembles.ENSEMBLE_NAMES`).
+        description: what it does, in a few words (recorded in its metrics.json for the report).
         learns: whether `fit` learns anything from the data (False for soft/hard voting).
     """
 
     name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
     learns: ClassVar[bool] = True
 
     def fit(self, member_probas: Any, y: Any, groups: Any = None) -> EnsembleEstimator:

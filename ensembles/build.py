@@ -9,8 +9,11 @@ the run directory untouched. Per ensemble it writes, under RUNDIR/ensembles/<nam
                            say so with val_in_sample: true); judge them on test.
     predictions_test.csv   never fit on, only predicted.
     fit.json               see `ensembles.fitfile`.
-    metrics.json           via core.entry_metrics.write_entry_metrics (skipped with a warning while
-                           the reports package is not installed).
+    metrics.json           via core.entry_metrics.write_entry_metrics, with the fit's facts
+                           (members, fit split, weights or C) and the ensemble's "description".
+
+results.csv and the report are the reports stage's; the --ensemble action refreshes them
+afterwards (pipeline.ensemble_action).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from core.classes import CLASSES
+from core.defaults import BOOTSTRAP, SEED
+from core.entry_metrics import FIT_FILE, write_entry_metrics
 from core.errors import RunDirError
 from core.predictions import Predictions, make_predictions, write_predictions
 from core.rundir import RunDir
@@ -92,7 +97,7 @@ def _predictions(name: str, split: AlignedSplit, estimator: EnsembleEstimator) -
     proba = estimator.predict_proba(split.probas)
     prediction = None
     if isinstance(estimator, HardVoting):
-        # Vote shares can tie; the tie-broken class is written explicitly (DESIGN.md).
+        # Vote shares can tie; the tie-broken class is written explicitly (core.predictions).
         prediction = np.asarray(CLASSES)[estimator.predict(split.probas)]
     return make_predictions(
         split.image_id, split.lesion_id, split.label, proba, prediction,
@@ -171,6 +176,7 @@ def fit_ensembles(
 def _metrics_extra(result: EnsembleResult) -> dict[str, Any]:
     extra: dict[str, Any] = {
         "kind": "ensemble",
+        "description": result.estimator.description,
         "status": "ok",
         "members": result.members,
         "fit_split": result.fit_split,
@@ -191,29 +197,11 @@ def _metrics_extra(result: EnsembleResult) -> dict[str, Any]:
     return extra
 
 
-def _write_metrics(entry_dir, extra, n_resamples: int, seed: int) -> bool:
-    """Write entry_dir/metrics.json with core.entry_metrics.write_entry_metrics.
-
-    Returns:
-        False (after a logged warning) when the reports package is not installed, else True.
-    """
-    try:
-        from core.entry_metrics import write_entry_metrics
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("reports"):
-            raise
-        logger.warning("reports package not available (%s); %s/metrics.json not written",
-                       exc, entry_dir)
-        return False
-    write_entry_metrics(entry_dir, extra=extra, n_resamples=n_resamples, seed=seed)
-    return True
-
-
 def write_ensemble_results(
     run_dir: str | os.PathLike,
     results: list[EnsembleResult],
-    n_resamples: int = 1000,
-    seed: int = 0,
+    n_resamples: int = BOOTSTRAP,
+    seed: int = SEED,
 ) -> None:
     """Write each ensemble's predictions, fit.json and metrics.json (all atomically).
 
@@ -227,8 +215,9 @@ def write_ensemble_results(
         folder = run.ensemble_dir(result.name)
         write_predictions(RunDir.predictions_file(folder, "val"), result.val)
         write_predictions(RunDir.predictions_file(folder, "test"), result.test)
-        write_fit(folder / "fit.json", result.record)
-        _write_metrics(folder, _metrics_extra(result), n_resamples, seed)
+        write_fit(folder / FIT_FILE, result.record)
+        write_entry_metrics(folder, extra=_metrics_extra(result), n_resamples=n_resamples,
+                            seed=seed)
         logger.info("wrote %s", folder)
 
 
@@ -237,13 +226,13 @@ def build_ensembles(
     names: Iterable[str] | str = ("all",),
     members: list[str] | None = None,
     *,
-    n_resamples: int = 1000,
-    seed: int = 0,
+    n_resamples: int = BOOTSTRAP,
+    seed: int = SEED,
 ) -> list[str]:
     """Fit the requested ensembles on a run's saved predictions and write their folders.
 
     Nothing is written unless every requested ensemble could be built. results.csv and the
-    report are not touched here (the CLI and the training runner refresh them afterwards).
+    report are not touched here (the orchestration refreshes them afterwards).
 
     Args:
         run_dir: the run directory.

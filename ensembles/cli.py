@@ -1,54 +1,36 @@
-"""`python benchmark.py --ensemble NAME|all [--members a,b,c] --out RUNDIR`."""
+"""`python benchmark.py --ensemble NAME|all [--members a,b,c] --out RUNDIR`: the ensembles stage.
+
+`build_from_args` builds the ensembles in the run directory (every replicate of a grid) and
+prints their table; refreshing results.csv and the report afterwards is the orchestration's
+(pipeline.ensemble_action), since stages never import each other.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import warnings
-from pathlib import Path
 
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from tabulate import tabulate
 
-from core.rundir import find_run_dir
+from core import defaults
+from core.errors import BenchmarkError
+from core.rundir import RunDir, find_run_dir
 from ensembles.build import EnsembleResult, fit_ensembles, write_ensemble_results
+from ensembles.errors import EnsembleError
 
 logger = logging.getLogger(__name__)
 
 
-def default_run_dir(args: argparse.Namespace) -> Path:
+def default_run_dir(args: argparse.Namespace) -> RunDir:
     """The run directory: --out, else the default one (see `core.rundir.find_run_dir`).
 
     Raises:
         RunDirError: no --out and no run directory at the default place.
     """
     return find_run_dir(getattr(args, "out", None), getattr(args, "dataset", None),
-                        getattr(args, "preset", None)).root
-
-
-def _refresh_reports(run_dir: Path, args: argparse.Namespace) -> None:
-    """Rewrite results.csv and the report when the reports package is available."""
-    try:
-        from reports.build import build_report
-        from reports.results import write_results_csv
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("reports"):
-            raise
-        logger.warning("reports package not available (%s); results.csv and report.md not "
-                       "updated", exc)
-        return
-    from core.rundir import RunDir
-
-    if not RunDir(run_dir).is_grid:  # a grid's aggregated results.csv is written by its report
-        write_results_csv(RunDir(run_dir))
-    report = build_report(
-        run_dir,
-        rank_by=getattr(args, "rank_by", "balanced_accuracy"),
-        n_resamples=getattr(args, "bootstrap", 1000),
-        seed=getattr(args, "seed", 0),
-        reference=getattr(args, "reference", None),
-    )
-    logger.info("report: %s", report)
+                        getattr(args, "preset", None))
 
 
 def summary_table(results: list[EnsembleResult]) -> str:
@@ -71,64 +53,54 @@ def summary_table(results: list[EnsembleResult]) -> str:
     )
 
 
-def run_ensemble(args: argparse.Namespace) -> int:
-    """Build the ensemble(s) named by args.ensemble ("all" for the four) in the run directory.
+def build_from_args(args: argparse.Namespace) -> RunDir:
+    """Build the ensemble(s) named by args.ensemble ("all" for the four) and print their table.
+
+    On a grid root every replicate is fitted before anything is written, so a refusal in one
+    replicate leaves all of them as they were.
 
     Args:
         args: parsed CLI arguments: ensemble, members (list or None), out; optionally
-            dataset/preset (default run directory), bootstrap, seed, rank_by.
+            dataset/preset (default run directory), bootstrap, seed.
 
     Returns:
-        0 on success.
+        The run directory (a grid root for a grid).
 
     Raises:
         BenchmarkError: any refusal (the CLI prints it in one line and exits non-zero); nothing
             is written then.
     """
-    run_dir = default_run_dir(args)
-    from core.rundir import RunDir
-
-    grid = RunDir(run_dir)
-    if grid.is_grid:
-        return _run_grid_ensemble(grid, args)
-    results = fit_ensembles(run_dir, [args.ensemble], getattr(args, "members", None))
-    write_ensemble_results(
-        run_dir, results, n_resamples=getattr(args, "bootstrap", 1000), seed=getattr(args, "seed", 0)
-    )
-    _refresh_reports(run_dir, args)
+    run = default_run_dir(args)
+    members = getattr(args, "members", None)
+    if run.is_grid:
+        _build_grid(run, args.ensemble, members, defaults.option(args, "bootstrap"))
+        return run
+    results = fit_ensembles(run.root, [args.ensemble], members)
+    write_ensemble_results(run.root, results, n_resamples=defaults.option(args, "bootstrap"),
+                           seed=defaults.option(args, "seed"))
     print(summary_table(results))
-    print(f"written to {run_dir / 'ensembles'}")
-    return 0
+    print(f"written to {run.ensembles_dir}")
+    return run
 
 
-def _run_grid_ensemble(grid, args: argparse.Namespace) -> int:
-    """--ensemble on a grid run: rebuild it in every replicate, then the aggregated report.
-
-    Every replicate is fitted before anything is written, so a refusal in one replicate leaves
-    all of them as they were.
+def _build_grid(grid: RunDir, ensemble: str, members: list[str] | None, n_resamples: int) -> None:
+    """--ensemble on a grid run: fit it in every replicate first, then write them all.
 
     Raises:
-        EnsembleError: no replicate has finished members, or one replicate refuses (its name is
-            in the message).
+        EnsembleError: no replicate folders, or one replicate refuses (its name is in the
+            message).
     """
-    from core.errors import BenchmarkError
-    from ensembles.errors import EnsembleError
-
     replicates = grid.replicates()
     if not replicates:
         raise EnsembleError(f"{grid.replicates_dir} has no replicate folders; run --all first")
     fitted = []
     for _fold, seed, replicate in replicates:
         try:
-            fitted.append((replicate, seed, fit_ensembles(
-                replicate.root, [args.ensemble], getattr(args, "members", None))))
+            fitted.append((replicate, seed, fit_ensembles(replicate.root, [ensemble], members)))
         except BenchmarkError as exc:
             raise EnsembleError(f"replicate {replicate.root.name}: {exc}") from None
     for replicate, seed, results in fitted:
-        write_ensemble_results(replicate.root, results,
-                               n_resamples=getattr(args, "bootstrap", 1000), seed=seed)
+        write_ensemble_results(replicate.root, results, n_resamples=n_resamples, seed=seed)
         print(f"{replicate.root.name}:")
         print(summary_table(results))
-    _refresh_reports(grid.root, args)
     print(f"written to {len(fitted)} replicates under {grid.replicates_dir}")
-    return 0

@@ -1,6 +1,6 @@
 """Choosing ensemble members in a run directory, and reading their predictions aligned by image.
 
-Member files (DESIGN.md's prediction-file contract):
+Member files (the prediction-file contract, `core.predictions`):
 
     models/<member>/predictions_val.csv    validation split: what voting weights and the
                                            stacking meta-model are fit on
@@ -11,6 +11,11 @@ Member files (DESIGN.md's prediction-file contract):
                                            predicted by the fold model that did not train on it;
                                            never a test image. Stacking fits on these when every
                                            member has them.
+
+The default members are the entries of kind "backbone" present in the run: the kind recorded in
+their metrics.json by the trainer, else (hand-made prediction folders) the zoo registry's kind of
+that name (`zoo.registered_kind`; the registry imports no Keras). Baselines, and names the
+registry does not know, join only when named (--members).
 
 Members are always sorted by name, so the order in which they are named never changes a result.
 Rows are aligned by sorting on image_id; then every member must hold exactly the same image ids
@@ -30,13 +35,12 @@ from core.atomic import read_json
 from core.classes import CLASS_INDEX
 from core.errors import PredictionFileError, RunDirError
 from core.predictions import Predictions, read_predictions
-from core.rundir import BACKBONES, BASELINES, RunDir
+from core.rundir import RunDir
 from ensembles.errors import EnsembleError
 
 logger = logging.getLogger(__name__)
 
-# The five backbones are the default members; baselines join only when named in --members.
-DEFAULT_BACKBONES = BACKBONES
+DEFAULT_KIND = "backbone"  # the kind of the default members
 FIT_SPLITS: tuple[str, ...] = ("val", "oof")
 OOF_SPLIT = "oof"
 FAILED_STATUSES = frozenset({"failed", "nan"})
@@ -53,6 +57,15 @@ class EntryInfo:
     has_oof: bool
     status: str | None
     kind: str | None
+
+    @property
+    def member_kind(self) -> str | None:
+        """The recorded kind, else the zoo registry's kind of this name (None: unknown)."""
+        if self.kind:
+            return self.kind
+        from zoo import registered_kind
+
+        return registered_kind(self.name)
 
     @property
     def usable(self) -> bool:
@@ -105,9 +118,9 @@ def resolve_members(run: RunDir, requested: list[str] | None = None) -> list[str
 
     Args:
         run: the run directory.
-        requested: names from --members, or None for the default: the five backbones present in
-            the run (and any entry whose metrics.json says kind "backbone"), with validation and
-            test predictions and a status other than failed/nan. Baselines join only when named.
+        requested: names from --members, or None for the default: the entries of kind
+            "backbone" present in the run (`EntryInfo.member_kind`), with validation and test
+            predictions and a status other than failed/nan. Baselines join only when named.
 
     Returns:
         At least two member names, sorted.
@@ -121,17 +134,15 @@ def resolve_members(run: RunDir, requested: list[str] | None = None) -> list[str
     usable = [e.name for e in entries.values() if e.usable]
     available = ", ".join(usable) if usable else "none"
     if requested is None:
-        members = [
-            e.name for e in entries.values()
-            if e.usable and e.kind != "baseline" and e.name not in BASELINES
-            and (e.name in DEFAULT_BACKBONES or e.kind == "backbone")
-        ]
+        members = [e.name for e in entries.values()
+                   if e.usable and e.member_kind == DEFAULT_KIND]
         if len(members) < 2:
             raise EnsembleError(
-                f"an ensemble needs at least two members; the default members are the backbones "
-                f"present in {run.models_dir} ({', '.join(DEFAULT_BACKBONES)}) and only "
-                f"{len(members)} usable one(s) found ({', '.join(members) or 'none'}); usable "
-                f"entries: {available}. Name at least two with --members a,b"
+                f"an ensemble needs at least two members; the default members are the entries of "
+                f"kind backbone present in {run.models_dir} (metrics.json \"kind\", else the zoo "
+                f"registry) and only {len(members)} usable one(s) found "
+                f"({', '.join(members) or 'none'}); usable entries: {available}. Name at least "
+                "two with --members a,b"
             )
         return sorted(members)
     seen: set[str] = set()

@@ -136,6 +136,7 @@ class Stacking(EnsembleEstimator):
     """
 
     name = "stacking"
+    description = "logistic-regression meta-model on the members' probabilities"
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ class SoftVoting(EnsembleEstimator):
     """The unweighted mean of the members' probabilities. Nothing is learned."""
 
     name = "soft_voting"
+    description = "mean of the members' probabilities"
     learns = False
 
     def _fit(self, probas: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
@@ -42,6 +43,7 @@ class HardVoting(EnsembleEstimator):
     """
 
     name = "hard_voting"
+    description = "majority vote of the members' predicted classes"
     learns = False
 
     def _fit(self, probas: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
@@ -117,6 +119,7 @@ class WeightedVoting(EnsembleEstimator):
     """
 
     name = "weighted_voting"
+    description = "probabilities averaged with weights fit on validation"
 
     def __init__(self, tol: float = 1e-10, max_iter: int = 1000,
                  class_weight: str | None = "balanced") -> None:

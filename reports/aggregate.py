@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.defaults import REFERENCE
 from core.metrics import LOWER_IS_BETTER, SUMMARY_METRICS
+from core.numbers import as_float
 from core.rundir import SPLITS, replicate_name
 from reports.results import Entry
-from reports.stats import REFERENCE_ENTRY
 
 OK = "ok"
 MISSING = "missing"
@@ -79,7 +80,7 @@ def job_rows(
                 "error": row_error,
             }
             for name in metric_names:
-                row[name] = _number(values.get(name)) if status == OK else math.nan
+                row[name] = as_float(values.get(name)) if status == OK else math.nan
             rows.append(row)
     return rows
 
@@ -188,7 +189,7 @@ def summarise(values: Iterable[Any], prefix: str = "") -> dict[str, float]:
         {prefix+"mean", prefix+"sd", prefix+"min", prefix+"max"}; NaN without values, sd NaN with
         one value.
     """
-    array = np.array([_number(v) for v in values], dtype=np.float64)
+    array = np.array([as_float(v) for v in values], dtype=np.float64)
     array = array[np.isfinite(array)]
     if not array.size:
         return {f"{prefix}{s}": math.nan for s in STATISTICS}
@@ -239,7 +240,7 @@ def better(difference: float, metric: str) -> int:
 
 
 def shared_jobs(
-    jobs: pd.DataFrame, other: str, metric: str, reference: str = REFERENCE_ENTRY,
+    jobs: pd.DataFrame, other: str, metric: str, reference: str = REFERENCE,
     split: str = "test",
 ) -> list[tuple[int, int]]:
     """(fold, seed) of the jobs where both entries are ok with a finite `metric` on `split`.
@@ -278,7 +279,7 @@ def ok_values(
     rows = jobs[(jobs["entry"] == entry) & (jobs["split"] == split) & (jobs["status"] == OK)]
     values = {}
     for fold, seed, value in zip(rows["fold"], rows["seed"], rows[metric], strict=True):
-        number = _number(value)
+        number = as_float(value)
         if math.isfinite(number):
             values[(int(fold), int(seed))] = number
     return values
@@ -294,8 +295,3 @@ def entry_kinds(jobs: pd.DataFrame) -> dict[str, str]:
                 kinds[entry] = kind
     return {entry: kinds.get(entry, "") for entry in dict.fromkeys(jobs["entry"])}
 
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        return math.nan
-    return float(value)

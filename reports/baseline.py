@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from core.atomic import atomic_write_json
+from core.defaults import TOLERANCE
 from core.entry_metrics import entry_inputs
 from core.errors import BenchmarkError, RunDirError
 from core.metrics import LOWER_IS_BETTER
+from core.numbers import as_float
 from core.rundir import RunDir
 from reports.results import discover_entries
 
@@ -133,7 +135,8 @@ def grid_run_metrics(run: RunDir) -> dict[str, float]:
     return means
 
 
-def save_baseline(path: str | os.PathLike, run: RunDir, tolerance: float = 0.01) -> dict[str, Any]:
+def save_baseline(path: str | os.PathLike, run: RunDir,
+                  tolerance: float = TOLERANCE) -> dict[str, Any]:
     """Write the run's headline metrics to `path` as a baseline (NaN metrics left out).
 
     Args:
@@ -199,7 +202,7 @@ def load_baseline(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def check_run(
-    baseline: dict[str, Any], current: dict[str, float], default_tolerance: float = 0.01
+    baseline: dict[str, Any], current: dict[str, float], default_tolerance: float = TOLERANCE
 ) -> list[Failure]:
     """Every baseline metric that is missing from `current` or worse by more than its tolerance.
 
@@ -229,7 +232,7 @@ def check_run(
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return math.isfinite(as_float(value))
 
 
 def _valid_tolerance(value: Any) -> bool:

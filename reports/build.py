@@ -1,358 +1,79 @@
-"""Build the whole report from a run directory: metrics.json per entry, results.csv, the ISIC 2018
-exports, the paired statistics (comparisons.csv), the figures and report.md. Needs no
-TensorFlow/Keras."""
+"""The report stage's entry point: `build_report` and `refresh_results_csv` on any run directory.
+
+A single run gets its report from reports.single; a grid root (it has replicates/) gets the grid
+report from reports.grid (per-replicate metrics refreshed, jobs.csv, aggregated results.csv,
+report.md over jobs). This module sits above both; in reports/ only the CLI actions (reports.cli)
+import it. Needs no TensorFlow/Keras.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
-import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
-
-from core.atomic import atomic_write_text, read_json
-from core.calibration import CalibrationPrior
-from core.entry_metrics import write_entry_metrics
-from core.errors import BenchmarkError, RunDirError
-from core.metrics import LOWER_IS_BETTER, metric_names
-from core.predictions import Predictions, export_isic
+from core.defaults import BOOTSTRAP, RANK_BY, REFERENCE, SEED
 from core.rundir import RunDir
-from reports.comparisons import (
-    ComparisonRow,
-    Contender,
-    compare_entries,
-    comparison_metrics,
-    write_comparisons_csv,
-)
-from reports.context import read_context
-from reports.markdown import Figures, ReportData, render_report
-from reports.results import Entry, discover_entries, write_results_csv
-from reports.stats import REFERENCE_ENTRY
-
-log = logging.getLogger(__name__)
-
-ISIC_EXPORT_DIR = "isic_export"
-HISTORY_FILE = "history.csv"
-
-
-class ReportError(BenchmarkError, ValueError):
-    """A report option the run cannot honour (e.g. an unknown --rank-by metric)."""
-
-
-# Computed but not a quality: counts and the chosen threshold itself.
-_NOT_RANKABLE = ("n_images", "n_lesions", "mel_val_threshold_spec90")
-
-
-def rankable_metrics() -> list[str]:
-    """Metrics --rank-by accepts: every computed metric except counts, supports and thresholds."""
-    return [m for m in metric_names()
-            if m not in _NOT_RANKABLE and not m.startswith("support_")]
-
-
-def check_rank_by(rank_by: str) -> None:
-    """Raise ReportError naming the valid metrics when `rank_by` is not one of them."""
-    valid = rankable_metrics()
-    if rank_by not in valid:
-        raise ReportError(
-            f"--rank-by {rank_by!r} is not a metric of this report; choose one of: "
-            f"{', '.join(valid)}"
-        )
-
-
-def check_reference(reference: str, entries: list[Entry], run: RunDir) -> None:
-    """Raise ReportError listing the entries when `reference` has no test predictions.
-
-    Args:
-        reference: the --reference name.
-        entries: the run's entries.
-        run: the run directory (named in the message).
-    """
-    tested = [e.name for e in entries if e.has_split("test")]
-    if reference not in tested:
-        raise ReportError(
-            f"--reference {reference!r} is not an entry with test predictions in {run.root}; "
-            f"choose one of: {', '.join(tested) or '(none)'}"
-        )
-
-
-def rank_entries(entries: list[Entry], rank_by: str) -> list[Entry]:
-    """Entries ordered best first by their test `rank_by` (lower first for losses); NaN last."""
-    sign = 1.0 if rank_by in LOWER_IS_BETTER else -1.0
-
-    def key(entry: Entry) -> tuple[int, float, str]:
-        value = entry.split_metrics("test").get(rank_by)
-        if not isinstance(value, (int, float)) or math.isnan(value):
-            return (1, 0.0, entry.name)
-        return (0, sign * float(value), entry.name)
-
-    return sorted(entries, key=key)
+from reports.grid import build_grid_report, write_grid_results_csv
+from reports.options import check_rank_by
+from reports.results import write_results_csv
+from reports.single import build_single_report
 
 
 def build_report(
     run_dir: str | os.PathLike,
-    rank_by: str = "balanced_accuracy",
-    n_resamples: int = 1000,
-    seed: int = 0,
+    rank_by: str = RANK_BY,
+    n_resamples: int = BOOTSTRAP,
+    seed: int = SEED,
     processes: int | None = None,
     figures: bool = True,
     reference: str | None = None,
 ) -> Path:
-    """Regenerate metrics.json of every entry, results.csv, comparisons.csv, ISIC exports, figures
-    and report.md.
-
-    A grid root (it has replicates/) gets the grid report instead: `reports.grid.build_grid_report`
-    (per-replicate metrics refreshed, jobs.csv, aggregated results.csv, report.md over jobs).
+    """Regenerate the report of a run directory: metrics.json of every entry, results.csv,
+    comparisons.csv, the figures and report.md (single run: also the ISIC 2018 exports; grid:
+    also jobs.csv).
 
     Args:
-        run_dir: the run directory (needs at least one models/*/ or ensembles/*/ prediction file).
+        run_dir: the run directory, single or grid.
         rank_by: metric that orders the ranking.
         n_resamples: lesion-bootstrap resamples for every interval.
         seed: bootstrap seed.
-        processes: worker processes for the figures (default: up to 4, by CPU count; 1 = serial).
+        processes: worker processes for a single run's figures (default: up to 4, by CPU count;
+            1 = serial).
         figures: draw the figures (False: report.md says they were skipped; for quick checks).
-        reference: the entry every other is compared with (None: `REFERENCE_ENTRY`). When the
-            run lacks `REFERENCE_ENTRY` the comparisons are skipped and the report says so; any
-            other name must be an entry with test predictions.
+        reference: the entry every other is compared with (None: core.defaults.REFERENCE). When
+            the run lacks the default reference the comparisons are skipped and the report says
+            so; any other name must be an entry with test predictions.
 
     Returns:
         The path of report.md.
 
     Raises:
-        ReportError: unknown `rank_by`, or a `reference` other than `REFERENCE_ENTRY` without
-            test predictions.
+        ReportError: unknown `rank_by`, or a `reference` other than the default without test
+            predictions.
+        MixedEnsembleError: a grid whose replicates hold different variants of one ensemble.
         RunDirError: the directory is missing or holds no prediction file.
         PredictionFileError: a prediction file breaks the contract.
     """
     check_rank_by(rank_by)
     run = RunDir(run_dir)
     if run.is_grid:
-        from reports.grid import build_grid_report
-
         return build_grid_report(run.root, rank_by=rank_by, n_resamples=n_resamples, seed=seed,
-                                 figures=figures, reference=reference or REFERENCE_ENTRY)
-    if not run.root.is_dir():
-        raise RunDirError(f"{run.root}: no such run directory; pass the --out of a finished run")
-    entries = discover_entries(run)
-    with_predictions = [e for e in entries if e.has_split("test") or e.has_split("val")]
-    if not with_predictions:
-        raise RunDirError(
-            f"{run.root}: no prediction files (expected models/<name>/predictions_test.csv or "
-            "ensembles/<name>/predictions_test.csv); train with --all or copy a finished run here"
-        )
-    reference = reference or REFERENCE_ENTRY
-    if reference != REFERENCE_ENTRY:  # the default may be absent (e.g. --models without it)
-        check_reference(reference, entries, run)
-    for entry in with_predictions:
-        write_entry_metrics(entry.directory, n_resamples=n_resamples, seed=seed)
-        entry.reload_metrics()
-    write_results_csv(run)
-
-    tested = [e for e in entries if e.has_split("test")]
-    ranked = rank_entries(tested, rank_by)
-    failed = [e for e in entries if not e.has_split("test")]
-    isic = _export_isic(run, ranked)
-    comparisons = run_comparisons(ranked, reference, rank_by, n_resamples, seed)
-    comparisons_csv = write_comparisons_csv(run.comparisons_csv, comparisons or [])
-    drawn = (make_figures(run, ranked, rank_by, processes=processes, reference=reference)
-             if figures else None)
-    data = ReportData(
-        run=run, context=read_context(run), ranked=ranked, failed=failed, rank_by=rank_by,
-        comparisons=comparisons, figures=drawn, fits=_fits(ranked), isic_exports=isic,
-        n_resamples=n_resamples, seed=seed, reference=reference, comparisons_csv=comparisons_csv,
-    )
-    atomic_write_text(run.report_md, render_report(data))
-    log.info("report written to %s", run.report_md)
-    return run.report_md
+                                 figures=figures, reference=reference or REFERENCE)
+    return build_single_report(run.root, rank_by=rank_by, n_resamples=n_resamples, seed=seed,
+                               processes=processes, figures=figures, reference=reference)
 
 
-def _export_isic(run: RunDir, ranked: list[Entry]) -> dict[str, Path]:
-    exports = {}
-    for entry in ranked:
-        path = run.root / ISIC_EXPORT_DIR / f"{entry.name}.csv"
-        export_isic(path, entry.predictions("test"))
-        exports[entry.name] = path
-    return exports
+def refresh_results_csv(run: RunDir) -> Path:
+    """Write results.csv of a run directory from its entries' metrics.json files.
 
-
-def run_comparisons(
-    ranked: list[Entry], reference: str, rank_by: str, n_resamples: int, seed: int
-) -> list[ComparisonRow] | None:
-    """The reference against every other ranked entry (reports.comparisons), or None without it.
-
-    Args:
-        ranked: entries with test predictions (metrics.json loaded), best first.
-        reference: the reference entry's name.
-        rank_by: the ranking metric (compared too when the lesion bootstrap can compute it).
-        n_resamples, seed: the lesion bootstrap.
-
-    Returns:
-        The comparisons.csv rows, ordered like `ranked`; None when `reference` is not ranked.
-    """
-    by_name = {e.name: e for e in ranked}
-    if reference not in by_name:
-        return None
-    others = [contender(e) for e in ranked if e.name != reference]
-    return compare_entries(contender(by_name[reference]), others, comparison_metrics(rank_by),
-                           n_resamples=n_resamples, seed=seed)
-
-
-def contender(entry: Entry) -> Contender:
-    """The entry's test predictions with the conventions its metrics.json records."""
-    prior = CalibrationPrior.from_json(entry.metrics.get("calibration_prior"))
-    return Contender(entry.name, entry.predictions("test"), has_probabilities(entry),
-                     None if prior is None else prior.vector)
-
-
-def has_probabilities(entry: Entry) -> bool:
-    """False when the entry's metrics.json says "probabilities": false (hard voting)."""
-    return entry.metrics.get("probabilities") is not False
-
-
-def calibration_view(entry: Entry) -> Predictions:
-    """The entry's test predictions with probabilities prior-shifted as its metrics.json records
-    (what the reliability diagram shows); the prediction is then the argmax."""
-    from core.metrics import calibration_probabilities
-
-    preds = entry.predictions("test")
-    prior = CalibrationPrior.from_json(entry.metrics.get("calibration_prior"))
-    proba = calibration_probabilities(preds.proba, None if prior is None else prior.vector)
-    return Predictions(image_id=preds.image_id, lesion_id=preds.lesion_id, label=preds.label,
-                       proba=proba, prediction=None, source=preds.source)
-
-
-def _fits(ranked: list[Entry]) -> dict[str, dict[str, Any]]:
-    fits = {}
-    for entry in ranked:
-        path = entry.directory / "fit.json"
-        if entry.kind != "ensemble" or not path.is_file():
-            continue
-        try:
-            data = read_json(path)
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-            log.warning("%s is unreadable (%s); its ensemble is shown without fit details", path, exc)
-            continue
-        if isinstance(data, dict):
-            fits[entry.name] = data
-    return fits
-
-
-# ---------------------------------------------------------------------------------------------
-# figures
-
-
-def figure_name(kind: str, entry: str) -> str:
-    """The figure file name for `kind` of `entry`, with unsafe characters replaced: roc_x.png."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in entry)
-    return f"{kind}_{safe}.png"
-
-
-def make_figures(
-    run: RunDir, ranked: list[Entry], rank_by: str, processes: int | None = None,
-    reference: str = REFERENCE_ENTRY,
-) -> Figures:
-    """Draw every figure of the report into run/figures/.
-
-    Entries without probabilities (hard voting) get no ROC curve and no reliability diagram;
-    reliability diagrams show the prior-shifted probabilities (core.calibration).
+    A single run: one row per entry and split (reports.results.write_results_csv). A grid root:
+    the replicates' metrics are refreshed, then jobs.csv and the aggregated results.csv are
+    written (reports.grid.write_grid_results_csv).
 
     Args:
         run: the run directory.
-        ranked: entries with test predictions, best first.
-        rank_by: the ranking metric (for the ranking chart).
-        processes: worker processes (None: up to 4 by CPU count; 1: in this process).
-        reference: the entry drawn in bold in the ranking chart.
 
     Returns:
-        The figure paths.
+        The path of results.csv.
     """
-    folder = run.figures_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    figures = Figures()
-    jobs: list[tuple[str, tuple]] = []
-    if not ranked:
-        return figures
-
-    rows = []
-    for entry in ranked:
-        m = entry.split_metrics("test")
-        ci = m.get(f"{rank_by}_ci")
-        low, high = (ci if isinstance(ci, list) and len(ci) == 2 else (None, None))
-        rows.append({"entry": entry.name, "kind": entry.kind, "value": _float(m.get(rank_by)),
-                     "low": _float(low), "high": _float(high)})
-    figures.ranking = folder / "ranking.png"
-    jobs.append(("ranking_chart", (rows, rank_by, figures.ranking, reference)))
-
-    test = {e.name: e.predictions("test") for e in ranked}
-    scored = [e for e in ranked if has_probabilities(e)]
-    if scored:
-        figures.macro_roc = folder / "roc_macro_comparison.png"
-        jobs.append(("macro_roc_comparison", (
-            [(e.name, e.kind, test[e.name], _float(e.split_metrics("test").get("macro_auc")))
-             for e in scored], figures.macro_roc, "Macro-average one-vs-rest ROC, test split")))
-        figures.reliability = folder / "reliability.png"
-        jobs.append(("reliability_grid", (
-            [(e.name, calibration_view(e), _float(e.split_metrics("test").get("ece")))
-             for e in scored], figures.reliability,
-            "Reliability diagrams, test split (probabilities mapped to the training class "
-            "frequencies)")))
-    for entry in ranked:
-        if has_probabilities(entry):
-            roc = folder / figure_name("roc", entry.name)
-            figures.roc[entry.name] = roc
-            jobs.append(("roc_per_class", (test[entry.name],
-                                            f"{entry.name}: one-vs-rest ROC, test", roc)))
-        confusion = folder / figure_name("confusion", entry.name)
-        figures.confusion[entry.name] = confusion
-        jobs.append(("confusion_matrices", (test[entry.name], f"{entry.name}: confusion matrix, "
-                                            "test", confusion)))
-    for entry in ranked:
-        history = _read_history(entry.directory / HISTORY_FILE)
-        if history is not None:
-            path = folder / figure_name("history", entry.name)
-            figures.history[entry.name] = path
-            jobs.append(("training_curves", (history, f"{entry.name}: training curves", path)))
-
-    _run_jobs(jobs, processes)
-    return figures
-
-
-def _read_history(path: Path) -> pd.DataFrame | None:
-    if not path.is_file():
-        return None
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        log.warning("%s is unreadable (%s); no training curves for it", path, exc)
-        return None
-    return frame if len(frame) else None
-
-
-def _draw(name: str, args: tuple) -> Path:
-    from reports import figures
-
-    return getattr(figures, name)(*args)
-
-
-def _run_jobs(jobs: list[tuple[str, tuple]], processes: int | None) -> None:
-    if processes is None:
-        processes = min(4, os.cpu_count() or 1)
-    processes = max(1, min(processes, len(jobs)))
-    if processes == 1:
-        for name, args in jobs:
-            _draw(name, args)
-        return
-    with ProcessPoolExecutor(max_workers=processes) as pool:
-        futures = [pool.submit(_draw, name, args) for name, args in jobs]
-        for future in futures:
-            future.result()
-
-
-def _float(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return math.nan
-    return float(value)
-
+    return write_grid_results_csv(run) if run.is_grid else write_results_csv(run)

@@ -7,9 +7,11 @@ import math
 
 from tabulate import tabulate
 
+from core import defaults
 from core.rundir import RunDir, find_run_dir
 from reports.baseline import check_run, load_baseline, run_metrics, save_baseline
-from reports.build import build_report, check_rank_by
+from reports.build import build_report
+from reports.options import check_rank_by
 
 
 def resolve_run_dir(args: argparse.Namespace) -> RunDir:
@@ -21,14 +23,14 @@ def resolve_run_dir(args: argparse.Namespace) -> RunDir:
 def run_report(args: argparse.Namespace) -> int:
     """`--report`: rebuild metrics.json, results.csv, comparisons.csv, figures and report.md;
     print its path. `--reference NAME` picks the entry the others are compared with."""
-    rank_by = getattr(args, "rank_by", None) or "balanced_accuracy"
+    rank_by = defaults.option(args, "rank_by")
     check_rank_by(rank_by)
     run = resolve_run_dir(args)
     path = build_report(
         run.root,
         rank_by=rank_by,
-        n_resamples=getattr(args, "bootstrap", None) or 1000,
-        seed=getattr(args, "seed", None) or 0,
+        n_resamples=defaults.option(args, "bootstrap"),
+        seed=defaults.option(args, "seed"),
         reference=getattr(args, "reference", None),
     )
     print(path)
@@ -38,8 +40,7 @@ def run_report(args: argparse.Namespace) -> int:
 def run_save_baseline(args: argparse.Namespace) -> int:
     """`--save-baseline FILE`: write the run's headline metrics as a regression baseline."""
     run = resolve_run_dir(args)
-    tolerance = getattr(args, "tolerance", None)
-    baseline = save_baseline(args.save_baseline, run, 0.01 if tolerance is None else tolerance)
+    baseline = save_baseline(args.save_baseline, run, defaults.option(args, "tolerance"))
     print(f"wrote {len(baseline['metrics'])} metrics of {run.root} to {args.save_baseline}")
     return 0
 
@@ -48,8 +49,7 @@ def run_check(args: argparse.Namespace) -> int:
     """`--check FILE`: exit 1 listing every metric worse than its tolerance (or missing), else 0."""
     baseline = load_baseline(args.check)
     run = resolve_run_dir(args)
-    tolerance = getattr(args, "tolerance", None)
-    failures = check_run(baseline, run_metrics(run), 0.01 if tolerance is None else tolerance)
+    failures = check_run(baseline, run_metrics(run), defaults.option(args, "tolerance"))
     total = len(baseline["metrics"])
     if not failures:
         print(f"check passed: {total} metrics of {run.root} within tolerance of {args.check}")

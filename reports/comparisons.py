@@ -27,6 +27,7 @@ import pandas as pd
 from core.atomic import atomic_write_csv
 from core.bootstrap import LesionBootstrap
 from core.classes import CLASS_INDEX, CLASSES
+from core.defaults import ALPHA, BOOTSTRAP, SEED
 from core.metrics import (
     LOWER_IS_BETTER,
     PROBABILITY_METRICS,
@@ -36,7 +37,7 @@ from core.metrics import (
     per_image_log_loss,
 )
 from core.predictions import Predictions
-from reports.stats import ALPHA, align, holm, paired_bootstrap_test
+from reports.stats import align, holm, paired_bootstrap_test
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +147,8 @@ def compare_entries(
     reference: Contender,
     others: Sequence[Contender],
     metrics: Sequence[str] = DEFAULT_METRICS,
-    n_resamples: int = 1000,
-    seed: int = 0,
+    n_resamples: int = BOOTSTRAP,
+    seed: int = SEED,
 ) -> list[ComparisonRow]:
     """Compare the reference with every other entry on every metric, Holm-corrected per metric.
 

@@ -11,14 +11,15 @@ dataset.json has no leakage check, it is recomputed from splits.csv.
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from core.atomic import read_json
+from core.atomic import read_json_object
+from core.numbers import as_float
 from core.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -117,13 +118,13 @@ class RunContext:
     @property
     def leaked_test_images(self) -> int | None:
         """Test images with another image of the same lesion in training (None if unknown)."""
-        value = self.leakage.get("test_images_sharing_lesion_with_train")
-        return int(value) if isinstance(value, (int, float)) else None
+        value = as_float(self.leakage.get("test_images_sharing_lesion_with_train"))
+        return None if math.isnan(value) else int(value)
 
     @property
     def leaked_share(self) -> float | None:
-        value = self.leakage.get("test_images_sharing_lesion_with_train_share")
-        return float(value) if isinstance(value, (int, float)) else None
+        value = as_float(self.leakage.get("test_images_sharing_lesion_with_train_share"))
+        return None if math.isnan(value) else value
 
     @property
     def is_leaky(self) -> bool:
@@ -134,11 +135,11 @@ class RunContext:
         """One line on the leakage check, for the header."""
         if not self.leakage:
             return NOT_RECORDED
-        shared = self.leakage.get("shared_lesions_total")
+        shared = as_float(self.leakage.get("shared_lesions_total"))
         leaked = self.leaked_test_images
         share = self.leaked_share
         parts = []
-        if isinstance(shared, (int, float)):
+        if not math.isnan(shared):
             parts.append(f"{int(shared)} lesion(s) appear in more than one split")
         if leaked is not None:
             text = f"{leaked} test image(s) share a lesion with training"
@@ -158,8 +159,9 @@ def read_context(run: RunDir) -> RunContext:
     Returns:
         The RunContext (empty fields where files are missing or unreadable).
     """
-    context = RunContext(run_json=_read_object(run.run_json),
-                         dataset_json=_read_object(run.dataset_json))
+    unreadable = "the report says 'not recorded'"
+    context = RunContext(run_json=read_json_object(run.run_json, unreadable),
+                         dataset_json=read_json_object(run.dataset_json, unreadable))
     leakage = context.dataset_json.get("leakage")
     if isinstance(leakage, dict) and leakage:
         context.leakage, context.leakage_source = leakage, "dataset.json"
@@ -181,17 +183,6 @@ def _leakage_from_splits(run: RunDir) -> dict[str, Any]:
     except (ValueError, KeyError, OSError) as exc:
         log.warning("could not compute the leakage check from %s: %s", run.splits_csv, exc)
         return {}
-
-
-def _read_object(path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = read_json(path)
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        log.warning("%s is unreadable (%s); the report says 'not recorded'", path, exc)
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _text(value: Any) -> str:

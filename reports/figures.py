@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 from core.atomic import atomic_write_bytes  # noqa: E402
 from core.classes import CLASS_DESCRIPTIONS, CLASSES, NUM_CLASSES  # noqa: E402
-from core.metrics import one_vs_rest_auc, reliability_bins  # noqa: E402
+from core.metrics import LOWER_IS_BETTER, one_vs_rest_auc, reliability_bins  # noqa: E402
 from core.predictions import Predictions  # noqa: E402
 
 DPI = 110
@@ -33,6 +34,12 @@ KIND_STYLE = {"backbone": "-", "baseline": ":", "ensemble": "--"}
 PHASE_LABELS = {"frozen": "phase 1: frozen base", "finetune": "phase 2: fine-tuning",
                 "scratch": "from scratch"}
 _STYLE = {"axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False}
+
+
+def figure_name(kind: str, entry: str) -> str:
+    """The figure file name for `kind` of `entry`, with unsafe characters replaced: roc_x.png."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in entry)
+    return f"{kind}_{safe}.png"
 
 
 def class_label(name: str) -> str:
@@ -280,4 +287,40 @@ def ranking_chart(
         handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in palette.values()]
         ax.legend(handles, list(palette), loc="upper left", bbox_to_anchor=(1.02, 1.0),
                   frameon=False, title="kind")
+        return _save(fig, path)
+
+
+def jobs_chart(jobs: pd.DataFrame, order: Sequence[str], metric: str, path: Path,
+               highlight: str | None = None) -> Path:
+    """A grid's per-job values of `metric`, one row per entry: a box over jobs, a point per job.
+
+    Args:
+        jobs: the finished test jobs to draw: columns "entry", "fold" and `metric` (points
+            coloured by fold; NaN values left out).
+        order: the entries top to bottom (best first).
+        metric: the metric.
+        path: destination PNG.
+        highlight: an entry whose label is drawn in bold.
+
+    Returns:
+        `path`.
+    """
+    rows = jobs[jobs["entry"].isin(order)]
+    data = pd.DataFrame({"entry": rows["entry"], "value": rows[metric].astype(float),
+                         "fold": "fold " + rows["fold"].astype(str)}).dropna(subset=["value"])
+    with plt.rc_context(_STYLE), warnings.catch_warnings():
+        # seaborn 0.13 passes matplotlib's deprecated `vert` to boxplot
+        warnings.filterwarnings("ignore", message=".*vert: bool was deprecated")
+        fig, ax = plt.subplots(figsize=(7.0, 0.45 * len(order) + 1.5))
+        sns.boxplot(data=data, x="value", y="entry", order=list(order), color="#dddddd",
+                    showfliers=False, width=0.55, ax=ax)
+        sns.stripplot(data=data, x="value", y="entry", order=list(order), hue="fold",
+                      palette="tab10", jitter=0.15, size=5, ax=ax)
+        for label in ax.get_yticklabels():
+            if label.get_text() == highlight:
+                label.set_fontweight("bold")
+        direction = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+        ax.set(xlabel=f"{metric} (test, one point per job; {direction})", ylabel="",
+               title=f"{metric} per job (fold x seed)")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, title="fold")
         return _save(fig, path)

@@ -11,7 +11,8 @@ Files written at the grid root (each replicate keeps its own metrics.json and re
   metric, balanced accuracy, accuracy, macro AUC), over the paired jobs, with a test valid for
   repeated K-fold and Holm's correction (reports.grid_stats); the columns of the single run's
   comparisons.csv.
-- figures/jobs_<rank_by>.png: the per-job values of the ranking metric per entry (box + points).
+- figures/jobs_<rank_by>.png: the per-job values of the ranking metric per entry (box + points,
+  reports.figures.jobs_chart).
 - report.md: see reports.grid_markdown.
 
 Before anything is written, every ensemble name must have one variant (members and fit source)
@@ -22,17 +23,16 @@ grid report uses point estimates per job.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from core.atomic import atomic_write_csv, atomic_write_text
-from core.entry_metrics import entry_metrics_current, entry_metrics_match, write_entry_metrics
+from core.defaults import BOOTSTRAP, RANK_BY, REFERENCE, SEED
+from core.entry_metrics import entry_metrics_current, entry_metrics_match
 from core.errors import RunDirError
 from core.metrics import SUMMARY_METRICS
 from core.predictions import Predictions, read_predictions
@@ -46,17 +46,10 @@ from reports.aggregate import (
     jobs_frame,
     rank_aggregate,
 )
-from reports.build import figure_name
 from reports.context import read_context
 from reports.grid_consistency import check_ensemble_consistency
-from reports.grid_markdown import (
-    DEFAULT_RANK_BY,
-    SHOWN_METRICS,
-    GridReport,
-    fmt_mean_sd,
-    jobs_chart,
-    render_grid_report,
-)
+from reports.grid_layout import GridLayout, grid_layout
+from reports.grid_markdown import GridReport, render_grid_report
 from reports.grid_stats import (
     GridDesign,
     SharedTestBootstrap,
@@ -64,84 +57,22 @@ from reports.grid_stats import (
     grid_comparisons,
     read_design,
 )
+from reports.options import ReportError, check_rank_by
 from reports.results import Entry, discover_entries, write_results_csv
-from reports.stats import REFERENCE_ENTRY
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "DEFAULT_RANK_BY", "REPLICATE_RESAMPLES", "SHOWN_METRICS", "GridLayout", "GridReport",
-    "build_grid_report", "collect_jobs", "fmt_mean_sd", "grid_layout", "jobs_chart",
-    "reference_comparisons", "refresh_replicate", "render_grid_report", "results_frame",
-    "write_grid_results", "write_grid_results_csv",
-]
-
 REPLICATE_RESAMPLES = 100
-
-
-@dataclass
-class GridLayout:
-    """The replicates of a grid run.
-
-    Attributes:
-        folds: run.json's "folds" (K) or None (one split, repeated seeds).
-        seeds: run.json's "seeds", else the seeds of the replicate folders.
-        found: (fold, seed, RunDir) of every replicate folder, by fold then seed.
-        missing: (fold, seed) the configuration expects but no folder holds.
-    """
-
-    folds: int | None
-    seeds: list[int]
-    found: list[tuple[int, int, RunDir]]
-    missing: list[tuple[int, int]] = field(default_factory=list)
-
-    @property
-    def replicates(self) -> list[tuple[int, int]]:
-        """Every (fold, seed) of the grid: found and missing, sorted."""
-        return sorted({(f, s) for f, s, _ in self.found} | set(self.missing))
+# Besides the ranking metric's, results.csv always has this metric's min and max.
+RANGE_METRIC = "balanced_accuracy"
 
 
 # ---------------------------------------------------------------------------------------------
 # collecting
 
 
-def grid_layout(run: RunDir) -> GridLayout:
-    """The grid's replicates: the folders found and the ones run.json's config expects.
-
-    Args:
-        run: the grid root.
-
-    Returns:
-        The layout. Expected replicates: folds 0..K-1 (K = config "folds"; without folds, the
-        folds of the folders found, else 0) times config "seeds" (else the seeds found).
-
-    Raises:
-        RunDirError: the root is missing or holds no replicates/fold<f>-seed<s>/ folder.
-    """
-    if not run.root.is_dir():
-        raise RunDirError(f"{run.root}: no such run directory; pass the --out of a finished run")
-    found = run.replicates()
-    if not found:
-        raise RunDirError(
-            f"{run.root}: a grid run (it has {run.replicates_dir.name}/) without any replicate "
-            "folder fold<f>-seed<s>/; train it with --seeds/--folds or remove the empty folder"
-        )
-    config = read_context(run).config
-    folds = config.get("folds")
-    folds = int(folds) if isinstance(folds, int) and not isinstance(folds, bool) else None
-    seeds = config.get("seeds")
-    if isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds):
-        seeds = [int(s) for s in seeds]
-    else:
-        seeds = sorted({s for _, s, _ in found})
-    fold_ids = list(range(folds)) if folds else sorted({f for f, _, _ in found}) or [0]
-    present = {(f, s) for f, s, _ in found}
-    missing = [(f, s) for f, s in itertools.product(fold_ids, seeds) if (f, s) not in present]
-    return GridLayout(folds=folds, seeds=seeds, found=found, missing=missing)
-
-
 def refresh_replicate(replicate: RunDir, n_resamples: int = REPLICATE_RESAMPLES,
-                      seed: int = 0) -> list[Entry]:
+                      seed: int = SEED) -> list[Entry]:
     """Bring a replicate's metrics.json files up to date and rewrite its results.csv.
 
     A metrics.json is recomputed only when it is stale (`entry_metrics_current`) and its values
@@ -163,15 +94,14 @@ def refresh_replicate(replicate: RunDir, n_resamples: int = REPLICATE_RESAMPLES,
         has_predictions = entry.has_split("test") or entry.has_split("val")
         if (has_predictions and not entry_metrics_current(entry.directory)
                 and not entry_metrics_match(entry.directory)):
-            write_entry_metrics(entry.directory, n_resamples=n_resamples, seed=seed)
-            entry.reload_metrics()
+            entry.refresh_metrics(n_resamples, seed)
     write_results_csv(replicate)
     return entries
 
 
 def collect_jobs(
-    run: RunDir, rank_by: str = DEFAULT_RANK_BY, n_resamples: int = REPLICATE_RESAMPLES,
-    seed: int = 0,
+    run: RunDir, rank_by: str = RANK_BY, n_resamples: int = REPLICATE_RESAMPLES,
+    seed: int = SEED,
 ) -> tuple[GridLayout, pd.DataFrame]:
     """Refresh every replicate and build the completed job table.
 
@@ -204,7 +134,7 @@ def collect_jobs(
     return layout, complete_grid(jobs_frame(rows), layout.replicates)
 
 
-def results_frame(aggregated: pd.DataFrame, rank_by: str = DEFAULT_RANK_BY) -> pd.DataFrame:
+def results_frame(aggregated: pd.DataFrame, rank_by: str = RANK_BY) -> pd.DataFrame:
     """The grid's results.csv from `aggregate_jobs` output.
 
     Args:
@@ -217,7 +147,7 @@ def results_frame(aggregated: pd.DataFrame, rank_by: str = DEFAULT_RANK_BY) -> p
         metrics (and rank_by), then <metric>_min, <metric>_max for balanced accuracy and rank_by.
     """
     means = list(dict.fromkeys([*AGGREGATE_METRICS, rank_by]))
-    ranges = list(dict.fromkeys([DEFAULT_RANK_BY, rank_by]))
+    ranges = list(dict.fromkeys([RANGE_METRIC, rank_by]))
     columns = ["entry", "kind", "split", "n_jobs", "n_failed",
                *(f"{m}_{s}" for m in means for s in ("mean", "sd")),
                *(f"{m}_{s}" for m in ranges for s in ("min", "max"))]
@@ -232,8 +162,8 @@ def results_frame(aggregated: pd.DataFrame, rank_by: str = DEFAULT_RANK_BY) -> p
 
 
 def write_grid_results(
-    run: RunDir, rank_by: str = DEFAULT_RANK_BY, n_resamples: int = REPLICATE_RESAMPLES,
-    seed: int = 0,
+    run: RunDir, rank_by: str = RANK_BY, n_resamples: int = REPLICATE_RESAMPLES,
+    seed: int = SEED,
 ) -> tuple[GridLayout, pd.DataFrame, pd.DataFrame]:
     """Refresh the replicates, then write the grid's jobs.csv and results.csv atomically.
 
@@ -274,12 +204,12 @@ def write_grid_results_csv(run: RunDir) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# the report
+# the comparisons
 
 
 def reference_comparisons(
     run: RunDir, layout: GridLayout, jobs: pd.DataFrame, rank_by: str,
-    reference: str = REFERENCE_ENTRY, n_resamples: int = 1000, seed: int = 0,
+    reference: str = REFERENCE, n_resamples: int = BOOTSTRAP, seed: int = SEED,
 ) -> tuple[pd.DataFrame | None, GridDesign]:
     """The reference entry against every other entry over the paired jobs (reports.grid_stats).
 
@@ -332,11 +262,11 @@ def _test_predictions(replicate: RunDir, name: str) -> Path | None:
 
 def build_grid_report(
     run_dir: str | os.PathLike,
-    rank_by: str = DEFAULT_RANK_BY,
-    n_resamples: int = 1000,
-    seed: int = 0,
+    rank_by: str = RANK_BY,
+    n_resamples: int = BOOTSTRAP,
+    seed: int = SEED,
     figures: bool = True,
-    reference: str = REFERENCE_ENTRY,
+    reference: str = REFERENCE,
 ) -> Path:
     """Refresh the replicates, write jobs.csv, results.csv, comparisons.csv, the figure and
     report.md of a grid.
@@ -361,14 +291,12 @@ def build_grid_report(
         RunDirError: no replicate, or no result in any replicate.
         PredictionFileError: a prediction file breaks the contract.
     """
-    from reports.build import ReportError, check_rank_by
-
     check_rank_by(rank_by)
     run = RunDir(run_dir)
     check_ensemble_consistency(run, grid_layout(run).found)
     layout, jobs = collect_jobs(run, rank_by, n_resamples, seed)
     tested = set(jobs.loc[(jobs["split"] == "test") & (jobs["status"] == OK), "entry"])
-    if reference != REFERENCE_ENTRY and reference not in tested:
+    if reference != REFERENCE and reference not in tested:
         # the default may be absent (e.g. --models without it): then there is no comparison
         raise ReportError(
             f"--reference {reference!r} has no finished job with test predictions in "
@@ -391,11 +319,14 @@ def build_grid_report(
         ratio_source=design.ratio_source,
     )
     if figures:
+        from reports.figures import figure_name, jobs_chart  # matplotlib: only to draw
+
         order = [e for e, r in zip(ranked["entry"], ranked["rank"], strict=True)
                  if not math.isnan(r)]
         if order:
             path = run.figures_dir / figure_name("jobs", rank_by)
-            report.figure = jobs_chart(jobs, order, rank_by, path, highlight=reference)
+            finished = jobs[(jobs["split"] == "test") & (jobs["status"] == OK)]
+            report.figure = jobs_chart(finished, order, rank_by, path, highlight=reference)
     atomic_write_text(run.report_md, render_grid_report(report))
     log.info("grid report written to %s", run.report_md)
     return run.report_md

@@ -13,18 +13,13 @@ not checked.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.atomic import read_json
+from core.atomic import read_json_object
+from core.entry_metrics import FIT_FILE, METRICS_FILE
 from core.errors import RunDirError
 from core.rundir import RunDir
-
-log = logging.getLogger(__name__)
-
-FIT_FILE = "fit.json"
-METRICS_FILE = "metrics.json"
 
 Variant = tuple[tuple[str, ...], str]
 
@@ -43,15 +38,8 @@ def ensemble_variant(entry_dir: Path) -> Variant | None:
         The variant, or None when neither file records members.
     """
     for name in (FIT_FILE, METRICS_FILE):
-        path = Path(entry_dir) / name
-        if not path.is_file():
-            continue
-        try:
-            record = read_json(path)
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            log.warning("%s is unreadable (%s); its ensemble variant is not checked", path, exc)
-            continue
-        members = record.get("members") if isinstance(record, dict) else None
+        record = read_json_object(Path(entry_dir) / name, "its ensemble variant is not checked")
+        members = record.get("members")
         if isinstance(members, list) and members:
             return tuple(sorted(str(m) for m in members)), str(record.get("fit_split", "none"))
     return None

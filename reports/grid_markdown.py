@@ -1,38 +1,39 @@
 """report.md of a grid run: the collected grid results as GitHub-flavoured markdown.
 
-Pure text generation from `GridReport` (plus the per-job figure); reports.grid collects the
-replicates, runs the comparisons (reports.grid_stats) and writes the files. Sections: title,
+Pure text generation from `GridReport`; reports.grid collects the replicates, runs the
+comparisons (reports.grid_stats), draws the figure and writes the files. Sections: title,
 1. Grid, 2. Ranking by the mean, 3. Aggregated metrics, 4. Per-job values, 5. the reference entry
-vs the rest (from the rows of the grid's comparisons.csv), 6. Figures, Reproducibility.
+vs the rest (from the rows of the grid's comparisons.csv), 6. Figures, Reproducibility. The parts
+the single-run report shares (title, provenance, reproducibility, licence) are in reports.sections.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import Any
 
 import pandas as pd
 
-from core.atomic import atomic_write_bytes
+from core.defaults import ALPHA, REFERENCE
 from core.metrics import LOWER_IS_BETTER
 from core.rundir import RunDir, replicate_name
 from reports.aggregate import OK, better
-from reports.context import NOT_RECORDED, RunContext
+from reports.context import RunContext
 from reports.formatting import fmt, fmt_p, one_line, table
-from reports.markdown import licence_section
-from reports.references import DISCLAIMER
-from reports.stats import ALPHA, REFERENCE_ENTRY
+from reports.grid_layout import GridLayout
+from reports.sections import (
+    REFERENCE_SHORT,
+    dataset_rows,
+    md_image,
+    md_link,
+    provenance_rows,
+    reference_title,
+    reproducibility_section,
+    title_lines,
+)
 
-if TYPE_CHECKING:
-    from reports.grid import GridLayout
-
-DEFAULT_RANK_BY = "balanced_accuracy"
 # Metrics shown in the aggregated tables of report.md, with their column titles.
 SHOWN_METRICS = {
     "balanced_accuracy": "Balanced accuracy", "accuracy": "Accuracy", "macro_f1": "Macro F1",
@@ -68,57 +69,14 @@ class GridReport:
     ranked: pd.DataFrame
     comparisons: pd.DataFrame | None
     rank_by: str
-    reference: str = REFERENCE_ENTRY
+    reference: str = REFERENCE
     figure: Path | None = None
     ratio_source: str = ""
 
     @property
     def reference_label(self) -> str:
         """"InceptionResNetV2" for the default reference, else the entry's name in backticks."""
-        return "InceptionResNetV2" if self.reference == REFERENCE_ENTRY else f"`{self.reference}`"
-
-
-def jobs_chart(jobs: pd.DataFrame, order: list[str], rank_by: str, path: Path,
-               highlight: str | None = None) -> Path:
-    """Per-job test values of `rank_by`, one row per entry: a box over jobs and a point per job.
-
-    Args:
-        jobs: the job table (ok test rows are drawn; points coloured by fold).
-        order: the entries top to bottom (best first).
-        rank_by: the metric.
-        path: destination PNG.
-        highlight: an entry whose label is drawn in bold.
-
-    Returns:
-        `path`.
-    """
-    from reports.figures import DPI, plt, sns  # matplotlib on the Agg backend
-
-    rows = jobs[(jobs["split"] == "test") & (jobs["status"] == OK) & jobs["entry"].isin(order)]
-    data = pd.DataFrame({"entry": rows["entry"], "value": rows[rank_by].astype(float),
-                         "fold": "fold " + rows["fold"].astype(str)}).dropna(subset=["value"])
-    style = {"axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-             "axes.spines.right": False}
-    with plt.rc_context(style), warnings.catch_warnings():
-        # seaborn 0.13 passes matplotlib's deprecated `vert` to boxplot
-        warnings.filterwarnings("ignore", message=".*vert: bool was deprecated")
-        fig, ax = plt.subplots(figsize=(7.0, 0.45 * len(order) + 1.5))
-        sns.boxplot(data=data, x="value", y="entry", order=order, color="#dddddd",
-                    showfliers=False, width=0.55, ax=ax)
-        sns.stripplot(data=data, x="value", y="entry", order=order, hue="fold",
-                      palette="tab10", jitter=0.15, size=5, ax=ax)
-        for label in ax.get_yticklabels():
-            if label.get_text() == highlight:
-                label.set_fontweight("bold")
-        direction = "lower is better" if rank_by in LOWER_IS_BETTER else "higher is better"
-        ax.set(xlabel=f"{rank_by} (test, one point per job; {direction})", ylabel="",
-               title=f"{rank_by} per job (fold x seed)")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, title="fold")
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-        plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+        return reference_title(self.reference)
 
 
 def render_grid_report(report: GridReport) -> str:
@@ -148,8 +106,8 @@ def fmt_mean_sd(mean: Any, sd: Any, digits: int = 3) -> str:
     return text
 
 
-def _rel(report: GridReport, path: Path) -> str:
-    return quote(Path(os.path.relpath(path, report.run.root)).as_posix())
+def _link(report: GridReport, path: Path, text: str) -> str:
+    return md_link(report.run.root, path, text)
 
 
 def _direction(metric: str) -> str:
@@ -165,7 +123,7 @@ def _test_jobs(report: GridReport) -> pd.DataFrame:
 
 
 def _title(report: GridReport) -> str:
-    lines = [f"# dermbench grid report: `{report.run.root.name}`", "", f"> **{DISCLAIMER}**"]
+    lines = title_lines("dermbench grid report", report.run.root)
     if report.context.is_leaky:
         lines += ["", "> [!WARNING]",
                   "> **Image-level split: these numbers are inflated by lesion leakage.** Use the "
@@ -185,9 +143,7 @@ def _grid(report: GridReport) -> str:
         sizes.append(f"fold {fold}: {', '.join(map(str, counts)) or 'n/a'}")
     found = [replicate_name(f, s) for f, s, _ in layout.found]
     rows = [
-        ("Dataset", ctx.dataset),
-        ("Split", f"{ctx.split_type}-level" if ctx.split_type in ("lesion", "image")
-         else ctx.split_type),
+        *dataset_rows(ctx),
         ("Folds", f"{layout.folds} (each fold's test split is that fold's lesions)"
          if layout.folds else "none: one train/val/test split, repeated with each seed"),
         ("Seeds", ", ".join(map(str, layout.seeds))),
@@ -197,13 +153,7 @@ def _grid(report: GridReport) -> str:
         ("Jobs", f"{n_jobs} ({n_entries} entries x {len(layout.replicates)} replicates): "
                  f"{n_ok} finished, {n_jobs - n_ok} failed or missing"),
         ("Test images per job", "; ".join(sizes) or "n/a"),
-        ("Protocol fingerprint", f"`{ctx.fingerprint}`" if ctx.fingerprint != NOT_RECORDED
-         else NOT_RECORDED),
-        ("Preset", ctx.preset),
-        ("Keras backend", ctx.backend),
-        ("Command line", f"`{ctx.command}`" if ctx.command != NOT_RECORDED else NOT_RECORDED),
-        ("Date", ctx.date),
-        ("Versions", ctx.versions),
+        *provenance_rows(ctx),
     ]
     out = ["## 1. Grid", table(rows, ["", ""])]
     failed = _failed_jobs(report)
@@ -284,8 +234,8 @@ def _aggregated(report: GridReport) -> str:
         else:
             out.append(f"<details><summary>{title}</summary>\n\n{body}\n\n</details>")
     out.append("n: finished jobs. Every summary metric, with min and max, is in "
-               f"[results.csv]({_rel(report, report.run.results_csv)}); each job's values in "
-               f"[jobs.csv]({_rel(report, report.run.jobs_csv)}).")
+               f"{_link(report, report.run.results_csv, 'results.csv')}; each job's values in "
+               f"{_link(report, report.run.jobs_csv, 'jobs.csv')}.")
     return "\n\n".join(out)
 
 
@@ -327,8 +277,9 @@ def _reference(report: GridReport) -> str:
     if not len(rows):
         return f"{head}\n\nThe grid has no entry besides `{report.reference}`."
     main = rows[rows["metric"] == rank_by]
-    headers = ["Other entry", "Kind", "Paired jobs", f"{_short(label)} wins / ties / losses",
-               f"{_short(label)} mean", "Other mean", "Difference [95 % CI]", "p", "Holm p",
+    short = _short(report)
+    headers = ["Other entry", "Kind", "Paired jobs", f"{short} wins / ties / losses",
+               f"{short} mean", "Other mean", "Difference [95 % CI]", "p", "Holm p",
                "Significant"]
     body = [[r["other"], r["kind"], r["n_jobs"], f"{r['wins']} / {r['ties']} / {r['losses']}",
              fmt(r["value_reference"]), fmt(r["value_other"]), _difference(r),
@@ -351,8 +302,8 @@ def _reference(report: GridReport) -> str:
     return "\n\n".join(out)
 
 
-def _short(label: str) -> str:
-    return "IRv2" if label == "InceptionResNetV2" else label
+def _short(report: GridReport) -> str:
+    return REFERENCE_SHORT if report.reference == REFERENCE else report.reference_label
 
 
 def _difference(row: dict[str, Any]) -> str:
@@ -405,7 +356,7 @@ def _method_note(report: GridReport, rows: pd.DataFrame) -> str:
     sentences.append(
         f"p-values are Holm-corrected per metric over the comparisons of {report.reference_label} "
         f"with the other entries; significant means Holm p < {ALPHA}. All rows, with the test "
-        f"named, are in [comparisons.csv]({_rel(report, report.run.comparisons_csv)}).")
+        f"named, are in {_link(report, report.run.comparisons_csv, 'comparisons.csv')}.")
     return " ".join(sentences)
 
 
@@ -453,38 +404,22 @@ def _figures(report: GridReport) -> str:
     if report.figure is None:
         return f"{head}\n\nFigures were not drawn for this report."
     title = f"{report.rank_by} per job (test)"
-    return f"{head}\n\n![{title}]({_rel(report, report.figure)})"
+    return f"{head}\n\n{md_image(report.run.root, report.figure, title)}"
 
 
 def _reproducibility(report: GridReport) -> str:
-    ctx = report.context
-    command = ctx.command if ctx.command != NOT_RECORDED else None
-    lines = ["## Reproducibility", ""]
-    if command:
-        lines += ["The grid was produced by:", "", "```sh", command, "```", ""]
-    else:
-        lines += ["The command that produced this grid was not recorded (no run.json).", ""]
     replicate_links = []
     for fold, seed, replicate in report.layout.found:
         target = replicate.report_md if replicate.report_md.is_file() else replicate.results_csv
-        replicate_links.append(f"[{replicate_name(fold, seed)}]({_rel(report, target)})")
-    lines += [
-        "Rebuild this report, jobs.csv, results.csv, comparisons.csv and the figure from the run "
-        "directory alone (no training, no TensorFlow):",
-        "",
-        "```sh",
-        f"python benchmark.py --report --out {report.run.root.as_posix()}"
-        + (f" --rank-by {report.rank_by}" if report.rank_by != DEFAULT_RANK_BY else "")
-        + (f" --reference {report.reference}" if report.reference != REFERENCE_ENTRY else ""),
-        "```",
-        "",
-        f"Files: [results.csv]({_rel(report, report.run.results_csv)}) (one row per entry and "
-        f"split, over jobs), [jobs.csv]({_rel(report, report.run.jobs_csv)}) (one row per job "
-        "and split)" + (f", [comparisons.csv]({_rel(report, report.run.comparisons_csv)}) "
-                        "(the reference against each other entry, per metric)"
-                        if report.comparisons is not None else "")
-        + "; each replicate is a complete run directory: " + ", ".join(replicate_links) + ".",
-        "",
-        *licence_section(),
-    ]
-    return "\n".join(lines)
+        replicate_links.append(_link(report, target, replicate_name(fold, seed)))
+    run = report.run
+    files = (
+        f"{_link(report, run.results_csv, 'results.csv')} (one row per entry and split, over "
+        f"jobs), {_link(report, run.jobs_csv, 'jobs.csv')} (one row per job and split)"
+        + (f", {_link(report, run.comparisons_csv, 'comparisons.csv')} (the reference against "
+           "each other entry, per metric)" if report.comparisons is not None else "")
+        + "; each replicate is a complete run directory: " + ", ".join(replicate_links))
+    return reproducibility_section(
+        run.root, report.context, "grid",
+        "this report, jobs.csv, results.csv, comparisons.csv and the figure", report.rank_by,
+        report.reference, files)

@@ -54,12 +54,13 @@ from scipy import stats
 
 from core.bootstrap import LesionBootstrap, weighted_auc
 from core.classes import CLASSES, NUM_CLASSES
+from core.defaults import ALPHA, BOOTSTRAP, SEED
 from core.metrics import compute_metrics
 from core.predictions import Predictions
 from core.rundir import RunDir
 from reports.aggregate import better, entry_kinds, ok_values, shared_jobs
 from reports.comparisons import COLUMNS
-from reports.stats import ALPHA, holm
+from reports.stats import holm
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +282,7 @@ class SharedTestBootstrap:
     replicates are computed once per job and metric.
     """
 
-    def __init__(self, load: Loader, n_resamples: int = 1000, seed: int = 0) -> None:
+    def __init__(self, load: Loader, n_resamples: int = BOOTSTRAP, seed: int = SEED) -> None:
         """Args:
             load: (entry, fold, seed) -> the job's test predictions, or None.
             n_resamples: lesion resamples.

@@ -1,32 +1,27 @@
 """report.md: renders the collected results as GitHub-flavoured markdown (tabulate "github").
 
-Pure text generation from `ReportData`; reading files and computing happen in reports.build.
-Links are relative to the run directory, so the report renders on GitHub and on disk.
+Pure text generation from `ReportData`; reading files and computing happen in reports.single.
+Links are relative to the run directory, so the report renders on GitHub and on disk. The parts
+the grid report shares (title, provenance, reproducibility, licence) are in reports.sections.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
+from core import defaults
 from core.classes import CLASS_DESCRIPTIONS, CLASSES
+from core.facts import DATASET_FACTS
 from core.metrics import LOWER_IS_BETTER
+from core.numbers import as_float
 from core.rundir import RunDir
 from reports.comparisons import ComparisonRow
-from reports.context import NOT_RECORDED, RunContext
-from reports.formatting import (
-    fmt,
-    fmt_ci,
-    fmt_count,
-    fmt_p,  # noqa: F401  (re-exported: reports.grid imports it here)
-    one_line,
-    table,
-)
+from reports.context import RunContext
+from reports.formatting import fmt, fmt_ci, fmt_count, one_line, table
 from reports.markdown_stats import (
     calibration_section,
     melanoma_section,
@@ -34,20 +29,17 @@ from reports.markdown_stats import (
     no_probability_notes,
     reference_section,
 )
-from reports.references import CITATIONS, DATASET_FACTS, DISCLAIMER, LICENCE, REFERENCES
+from reports.references import REFERENCES, SOURCE_PAPER_ENTRY
 from reports.results import Entry
-from reports.stats import REFERENCE_ENTRY
-
-BASELINE_DESCRIPTIONS = {
-    "paper_cnn": "the source paper's small CNN, trained from scratch",
-    "inception_resnet_v2+svm": "SVM (RBF kernel, calibrated probabilities) on frozen InceptionResNetV2 features",
-}
-ENSEMBLE_DESCRIPTIONS = {
-    "soft_voting": "mean of the members' probabilities",
-    "hard_voting": "majority vote of the members' predicted classes",
-    "weighted_voting": "probabilities averaged with weights fit on validation",
-    "stacking": "logistic-regression meta-model on the members' probabilities",
-}
+from reports.sections import (
+    dataset_rows,
+    md_image,
+    md_link,
+    provenance_rows,
+    reference_short,
+    reproducibility_section,
+    title_lines,
+)
 
 
 @dataclass
@@ -93,7 +85,7 @@ class ReportData:
     isic_exports: dict[str, Path]
     n_resamples: int
     seed: int
-    reference: str = REFERENCE_ENTRY
+    reference: str = defaults.REFERENCE
     comparisons_csv: Path | None = None
 
 
@@ -131,22 +123,12 @@ def render_report(data: ReportData) -> str:
 
 def link(data: ReportData, path: Path, text: str | None = None) -> str:
     """A relative markdown link from report.md to `path` (URL-quoted)."""
-    rel = rel_path(data, path)
-    return f"[{text or rel}]({quote(rel)})"
+    return md_link(data.run.root, path, text)
 
 
 def image(data: ReportData, path: Path, alt: str) -> str:
-    return f"![{alt}]({quote(rel_path(data, path))})"
-
-
-def rel_path(data: ReportData, path: Path) -> str:
-    return Path(os.path.relpath(path, data.run.root)).as_posix()
-
-
-def licence_section() -> list[str]:
-    """The closing lines of every report: dataset licence, citations, disclaimer."""
-    return ["## Dataset licence and citation", "", LICENCE, "", *[f"- {c}" for c in CITATIONS], "",
-            f"**{DISCLAIMER}**"]
+    """A relative markdown image from report.md to `path` (URL-quoted)."""
+    return md_image(data.run.root, path, alt)
 
 
 def _test(entry: Entry) -> dict[str, Any]:
@@ -162,7 +144,7 @@ def _by_name(data: ReportData) -> dict[str, Entry]:
 
 
 def _title(data: ReportData) -> str:
-    lines = [f"# dermbench report: `{data.run.root.name}`", "", f"> **{DISCLAIMER}**"]
+    lines = title_lines("dermbench report", data.run.root)
     ctx = data.context
     if ctx.is_leaky:
         leaked = ctx.leaked_test_images
@@ -187,19 +169,11 @@ def _header(data: ReportData) -> str:
     test_sizes = {int(_test(e).get("n_images", 0) or 0) for e in data.ranked}
     test_lesions = {int(_test(e).get("n_lesions", 0) or 0) for e in data.ranked}
     rows = [
-        ("Dataset", ctx.dataset),
-        ("Split", f"{ctx.split_type}-level" if ctx.split_type in ("lesion", "image")
-         else ctx.split_type),
+        *dataset_rows(ctx),
         ("Leakage check", ctx.leakage_summary()),
         ("Test set", f"{', '.join(map(str, sorted(test_sizes)))} images of "
                      f"{', '.join(map(str, sorted(test_lesions)))} lesions" if test_sizes else "n/a"),
-        ("Protocol fingerprint", f"`{ctx.fingerprint}`" if ctx.fingerprint != NOT_RECORDED
-         else NOT_RECORDED),
-        ("Preset", ctx.preset),
-        ("Keras backend", ctx.backend),
-        ("Command line", f"`{ctx.command}`" if ctx.command != NOT_RECORDED else NOT_RECORDED),
-        ("Date", ctx.date),
-        ("Versions", ctx.versions),
+        *provenance_rows(ctx),
         ("Seeds", ctx.seeds),
         ("Bootstrap", f"{data.n_resamples} lesion resamples, seed {data.seed}, "
                       "95 % percentile intervals"),
@@ -298,7 +272,7 @@ def _ensembles(data: ReportData) -> str:
         members = fit.get("members")
         members_text = ", ".join(map(str, members)) if isinstance(members, list) else "not recorded"
         method = str(fit.get("ensemble") or entry.name)
-        rows.append([entry.name, ENSEMBLE_DESCRIPTIONS.get(method, method), members_text,
+        rows.append([entry.name, entry.description or method, members_text,
                      _fit_summary(fit), _fit_split(fit),
                      fmt_ci(_test(entry), "balanced_accuracy"), fmt(_test(entry).get("macro_auc"))])
     headers = ["Ensemble", "Method", "Members", "Weights / meta-model", "Fit on",
@@ -348,7 +322,7 @@ def _fit_split(fit: dict[str, Any]) -> str:
         return "nothing (fixed rule)"
     names = {"val": "validation split", "oof": "out-of-fold validation predictions"}
     text = names.get(str(split), str(split))
-    if isinstance(size, (int, float)) and not isinstance(size, bool):
+    if not math.isnan(as_float(size)):
         text += f" ({int(size)} images)"
     if fit.get("val_in_sample"):
         text += "; its validation metrics are in-sample"
@@ -359,19 +333,17 @@ def _baselines(data: ReportData) -> str:
     head = "### Baselines"
     baselines = [e for e in data.ranked if e.kind == "baseline"]
     if not baselines:
-        return (f"{head}\n\nNo baselines in this run directory (expected `paper_cnn` and "
-                "`inception_resnet_v2+svm`).")
+        return f"{head}\n\nNo baselines in this run directory."
     reference = _by_name(data).get(data.reference)
-    ref_ba = _test(reference).get("balanced_accuracy") if reference else None
+    ref_ba = as_float(_test(reference).get("balanced_accuracy")) if reference else math.nan
     rows = []
     for entry in baselines:
-        ba = _test(entry).get("balanced_accuracy")
-        diff = (f"{ref_ba - ba:+.3f}" if isinstance(ref_ba, (int, float))
-                and isinstance(ba, (int, float)) else "n/a")
-        rows.append([entry.name, BASELINE_DESCRIPTIONS.get(entry.name, "baseline"),
+        ba = as_float(_test(entry).get("balanced_accuracy"))
+        diff = "n/a" if math.isnan(ref_ba - ba) else f"{ref_ba - ba:+.3f}"
+        rows.append([entry.name, entry.description or "baseline",
                      fmt_ci(_test(entry), "balanced_accuracy"), fmt(_test(entry).get("accuracy")),
                      fmt(_test(entry).get("macro_auc")), diff])
-    short = "IRv2" if data.reference == REFERENCE_ENTRY else data.reference
+    short = reference_short(data.reference)
     headers = ["Baseline", "What it is", "Balanced accuracy [95 % CI]", "Accuracy", "Macro AUC",
                f"{short} BA minus baseline BA"]
     return "\n\n".join([head, table(rows, headers)])
@@ -405,8 +377,9 @@ def _cost(data: ReportData) -> str:
     return "\n\n".join(out)
 
 
-def _duration(seconds: Any) -> str:
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or math.isnan(seconds):
+def _duration(value: Any) -> str:
+    seconds = as_float(value)
+    if math.isnan(seconds):
         return "n/a"
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} h"
@@ -418,7 +391,7 @@ def _duration(seconds: Any) -> str:
 def _context(data: ReportData) -> str:
     head = "## 6. Context: published numbers"
     by_name = _by_name(data)
-    reference = by_name.get(REFERENCE_ENTRY)
+    reference = by_name.get(SOURCE_PAPER_ENTRY)
     best = data.ranked[0] if data.ranked else None
     split = data.context.split_type
     note = (
@@ -439,7 +412,7 @@ def _context(data: ReportData) -> str:
         rows.append([ref.source, ref.split, ref.metric, ref.value, " / ".join(ref.ours),
                      ours(reference, ref.ours), ours(best, ref.ours), ref.comparability])
     headers = ["Reference", "Split / test set", "Metric", "Published", "Our metric",
-               f"Ours: {REFERENCE_ENTRY}",
+               f"Ours: {SOURCE_PAPER_ENTRY}",
                f"Ours: best ({best.name})" if best else "Ours: best entry", "Comparable?"]
     facts = "\n".join(f"- {fact}" for fact in DATASET_FACTS)
     check = ""
@@ -489,27 +462,10 @@ def _figures(data: ReportData) -> str:
 
 
 def _reproducibility(data: ReportData) -> str:
-    ctx = data.context
-    command = ctx.command if ctx.command != NOT_RECORDED else None
-    lines = ["## Reproducibility", ""]
-    if command:
-        lines += ["The run was produced by:", "", "```sh", command, "```", ""]
-    else:
-        lines += ["The command that produced this run was not recorded (no run.json).", ""]
-    lines += [
-        "Rebuild this report, results.csv and the figures from the run directory alone (no "
-        "training, no TensorFlow):",
-        "",
-        "```sh",
-        f"python benchmark.py --report --out {data.run.root.as_posix()}"
-        + (f" --rank-by {data.rank_by}" if data.rank_by != "balanced_accuracy" else ""),
-        "```",
-        "",
-        f"Files: {link(data, data.run.results_csv, 'results.csv')} (one row per entry and split)"
-        + ("; ISIC 2018 scorer exports of the test predictions (`image,MEL,NV,BCC,AKIEC,BKL,DF,"
-           "VASC`): " + ", ".join(link(data, p, n) for n, p in data.isic_exports.items())
-           if data.isic_exports else "") + ".",
-        "",
-        *licence_section(),
-    ]
-    return "\n".join(lines)
+    files = (link(data, data.run.results_csv, "results.csv") + " (one row per entry and split)"
+             + ("; ISIC 2018 scorer exports of the test predictions (`image,MEL,NV,BCC,AKIEC,BKL,"
+                "DF,VASC`): " + ", ".join(link(data, p, n) for n, p in data.isic_exports.items())
+                if data.isic_exports else ""))
+    return reproducibility_section(
+        data.run.root, data.context, "run", "this report, results.csv and the figures",
+        data.rank_by, data.reference, files)

@@ -9,20 +9,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.calibration import CONVENTION, SOURCE_NONE, CalibrationPrior
+from core.defaults import ALPHA
 from core.metrics import LOWER_IS_BETTER
+from core.numbers import as_float
 from reports.comparisons import DEFAULT_METRICS, TEST_NAME, ComparisonRow
 from reports.formatting import fmt, fmt_p, table
 from reports.results import Entry
-from reports.stats import ALPHA, REFERENCE_ENTRY
+from reports.sections import reference_short, reference_title
 
 METRIC_TITLES = {"balanced_accuracy": "balanced accuracy", "accuracy": "accuracy",
                  "macro_auc": "macro AUC"}
 NO_PROBABILITIES = "no probabilities"
-
-
-def reference_title(reference: str) -> str:
-    """"InceptionResNetV2" for the default reference, else the entry name in backticks."""
-    return "InceptionResNetV2" if reference == REFERENCE_ENTRY else f"`{reference}`"
 
 
 def verdict_metric(rows: Sequence[ComparisonRow], rank_by: str) -> str:
@@ -106,7 +103,7 @@ def reference_section(
     main_rows = [[r.other, kinds.get(r.other, ""), r.n_images, r.n_lesions,
                   fmt(r.value_reference), fmt(r.value_other), _difference(r), fmt_p(r.p_value),
                   fmt_p(r.p_holm), _significant(r)] for r in main]
-    short = "IRv2" if reference == REFERENCE_ENTRY else reference
+    short = reference_short(reference)
     headers = ["Other entry", "Kind", "Images", "Lesions", f"{short}", "Other",
                "Difference [95 % CI]", "p", "Holm p", f"Significant (alpha {ALPHA})"]
     out = [head, " ".join(verdict), f"`{metric}` ({direction}):", table(main_rows, headers)]
@@ -222,7 +219,7 @@ def _validation_sizes(ranked: Sequence[Entry]) -> str:
     """'12 df and 14 vasc validation images' from the first entry with validation metrics."""
     for entry in ranked:
         m: dict[str, Any] = entry.split_metrics("val")
-        df, vasc = m.get("support_df"), m.get("support_vasc")
-        if isinstance(df, (int, float)) and isinstance(vasc, (int, float)):
+        df, vasc = as_float(m.get("support_df")), as_float(m.get("support_vasc"))
+        if not (math.isnan(df) or math.isnan(vasc)):
             return f"{int(df)} df and {int(vasc)} vasc validation images in this run"
     return ""

@@ -1,8 +1,8 @@
-"""Published reference numbers and dataset facts for the report's context section.
+"""Published reference numbers for the report's context section.
 
-Kept as data in the package so a report can be built anywhere (the project's
-REFERENCE_RESULTS.md is the source of these numbers). Each reference states its split, test set
-and metric, and which of this run's metrics it may be set beside.
+Kept as data in the package so a report can be built anywhere. Each reference names its source
+and states its split, test set and metric, and which of this run's metrics it may be set beside.
+The facts about the dataset, its licence and citations are in core.facts.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ class Reference:
     ours: tuple[str, ...]
     comparability: str
 
+
+# The source paper's model: the report sets its published numbers beside this entry's.
+SOURCE_PAPER_ENTRY = "inception_resnet_v2"
 
 _LEAKY = "no: leaky image-level split (inflated)"
 _OFFICIAL = "metric only: official ISIC 2018 test set (other images)"
@@ -67,32 +70,3 @@ REFERENCES: tuple[Reference, ...] = (
               "accuracy; balanced accuracy", "66.95 %; 14.3 %", ("accuracy", "balanced_accuracy"),
               "yes: the floor any model must beat"),
 )
-
-DATASET_FACTS: tuple[str, ...] = (
-    "HAM10000 has 10,015 images of 7,470 lesions; 1,956 lesions have two or more images.",
-    "Under a random 80/10/10 image split, about 38.5 % of test images have another image of the "
-    "same lesion in training (about 68 % for melanoma). Accuracy measured that way is inflated; "
-    "one reproduction of an InceptionResNetV2 study fell from 78.9 % to 72.1 % when split by "
-    "lesion.",
-    "For a single-label test set, weighted-average recall equals accuracy. The source paper's "
-    "93.20 % accuracy with 87 % weighted recall cannot both describe one set of predictions; this "
-    "report computes both from one confusion matrix.",
-    "The ISIC 2018 Task 3 training set is HAM10000; its official validation (193) and test (1,511 "
-    "in the public release) sets are separate images with released ground truth.",
-)
-
-LICENCE = (
-    "HAM10000 (Tschandl, Rosendahl and Kittler) is distributed under the Creative Commons "
-    "Attribution-NonCommercial 4.0 International licence (CC BY-NC 4.0): non-commercial use, with "
-    "attribution."
-)
-
-CITATIONS: tuple[str, ...] = (
-    "Tschandl P., Rosendahl C., Kittler H. The HAM10000 dataset, a large collection of "
-    "multi-source dermatoscopic images of common pigmented skin lesions. Sci. Data 5, 180161 "
-    "(2018). doi:10.1038/sdata.2018.161",
-    "Codella N. et al. Skin Lesion Analysis Toward Melanoma Detection 2018: A Challenge Hosted by "
-    "the International Skin Imaging Collaboration (ISIC). arXiv:1902.03368 (2019)",
-)
-
-DISCLAIMER = "For research; not for clinical diagnosis."

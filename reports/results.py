@@ -1,17 +1,24 @@
-"""The entries of a run directory and the flat results.csv (one row per entry and split)."""
+"""The entries of a run directory and the flat results.csv of a single run (one row per entry
+and split). A grid's aggregated results.csv is reports.grid's; reports.build picks the right one."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from core.atomic import atomic_write_csv, read_json
-from core.entry_metrics import METRICS_FILE, infer_kind, read_entry_metrics
+from core.atomic import atomic_write_csv, read_json_object
+from core.entry_metrics import (
+    METRICS_FILE,
+    infer_kind,
+    read_entry_metrics,
+    write_entry_metrics,
+)
+from core.errors import RunDirError
 from core.metrics import CI_METRICS, metric_names
+from core.numbers import as_float, as_interval
 from core.predictions import Predictions, read_predictions
 from core.rundir import SPLITS, RunDir
 
@@ -37,9 +44,24 @@ class Entry:
 
     @property
     def kind(self) -> str:
-        """backbone | baseline | ensemble (metrics.json's "kind", else inferred from the folder)."""
+        """backbone | baseline | ensemble: metrics.json's "kind"; else "ensemble" for a folder
+        under ensembles/, the zoo registry's kind of a registered backbone, or "backbone"."""
         kind = self.metrics.get("kind")
-        return kind if isinstance(kind, str) and kind else infer_kind(self.directory)
+        if isinstance(kind, str) and kind:
+            return kind
+        recorded = infer_kind(self.directory, self.metrics)
+        if recorded:
+            return recorded
+        from zoo import registered_kind  # only for folders that record no kind
+
+        return registered_kind(self.name) or "backbone"
+
+    @property
+    def description(self) -> str:
+        """What the entry is, as the stage that made it recorded in metrics.json's "description"
+        ("" when not recorded)."""
+        description = self.metrics.get("description")
+        return description if isinstance(description, str) else ""
 
     @property
     def status(self) -> str:
@@ -68,6 +90,17 @@ class Entry:
     def reload_metrics(self) -> None:
         self.metrics = read_entry_metrics(self.directory)
 
+    def refresh_metrics(self, n_resamples: int, seed: int) -> None:
+        """Recompute metrics.json from the prediction files (core.entry_metrics), recording the
+        entry's kind, and reload it.
+
+        Raises:
+            PredictionFileError: a prediction file breaks the contract.
+        """
+        write_entry_metrics(self.directory, extra={"kind": self.kind},
+                            n_resamples=n_resamples, seed=seed)
+        self.reload_metrics()
+
 
 def discover_entries(run: RunDir) -> list[Entry]:
     """Every entry folder with a prediction file or a metrics.json: models first, then ensembles.
@@ -93,13 +126,7 @@ def discover_entries(run: RunDir) -> list[Entry]:
 
 def run_fingerprint(run: RunDir) -> str:
     """The protocol fingerprint recorded in run.json ("" when not recorded)."""
-    if not run.run_json.is_file():
-        return ""
-    try:
-        data = read_json(run.run_json)
-    except (ValueError, OSError):
-        return ""
-    value = data.get("fingerprint") if isinstance(data, dict) else None
+    value = read_json_object(run.run_json, "results.csv records no fingerprint").get("fingerprint")
     return value if isinstance(value, str) else ""
 
 
@@ -140,44 +167,34 @@ def results_frame(run: RunDir, entries: list[Entry] | None = None) -> pd.DataFra
                 "fingerprint": entry.metrics.get("fingerprint") or default_fingerprint,
             }
             for name in metric_names():
-                row[name] = _number(metrics.get(name))
+                row[name] = as_float(metrics.get(name))
                 if name in CI_METRICS:
-                    low, high = _interval(metrics.get(f"{name}_ci"))
+                    low, high = as_interval(metrics.get(f"{name}_ci"))
                     row[f"{name}_ci_low"], row[f"{name}_ci_high"] = low, high
             for name in COST_COLUMNS:
-                row[name] = _number(entry.metrics.get(name))
+                row[name] = as_float(entry.metrics.get(name))
             row["error"] = entry.metrics.get("error") or ""
             rows.append(row)
     return pd.DataFrame(rows, columns=columns)
 
 
 def write_results_csv(run: RunDir) -> Path:
-    """Write run/results.csv atomically from the entries' metrics.json files.
-
-    On a grid root (`run.is_grid`) this refreshes the replicates and writes the aggregated
-    results.csv and jobs.csv instead (see reports.grid).
+    """Write run/results.csv of a single run atomically from the entries' metrics.json files.
 
     Args:
-        run: the run directory.
+        run: a single run directory (a grid's replicate included).
 
     Returns:
         The path of results.csv.
+
+    Raises:
+        RunDirError: `run` is a grid root, whose results.csv aggregates its replicates
+            (reports.grid.write_grid_results_csv; reports.build.refresh_results_csv picks).
     """
     if run.is_grid:
-        from reports.grid import write_grid_results_csv
-
-        return write_grid_results_csv(run)
+        raise RunDirError(
+            f"{run.root} is a grid run: its results.csv aggregates the replicates; rebuild it "
+            "with --report"
+        )
     atomic_write_csv(run.results_csv, results_frame(run))
     return run.results_csv
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return math.nan
-    return float(value)
-
-
-def _interval(value: Any) -> tuple[float, float]:
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        return _number(value[0]), _number(value[1])
-    return math.nan, math.nan

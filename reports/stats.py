@@ -18,12 +18,10 @@ import numpy as np
 from scipy.stats import binomtest
 from statsmodels.stats.multitest import multipletests
 
+from core.defaults import ALPHA
 from core.predictions import Predictions
 
 log = logging.getLogger(__name__)
-
-REFERENCE_ENTRY = "inception_resnet_v2"
-ALPHA = 0.05
 
 
 @dataclass(frozen=True)

@@ -72,20 +72,26 @@ import numpy as np  # noqa: E402
 
 import zoo  # noqa: E402  (the registry: no Keras import)
 from benchmark import positive_int  # noqa: E402  (argparse only)
+from core import defaults  # noqa: E402
 from core.atomic import atomic_write_json  # noqa: E402
 from core.classes import NUM_CLASSES  # noqa: E402
 from core.errors import BenchmarkError  # noqa: E402
-from core.rundir import BACKBONES, SCRATCH_BASELINE, SVM_BASELINE  # noqa: E402
-from training.presets import backbone_of, get_preset  # noqa: E402
+from training.entries import (  # noqa: E402
+    all_entries,
+    backbone_entries,
+    backbone_of,
+    is_svm_entry,
+)
+from training.presets import get_preset  # noqa: E402
 
 TRAIN_FLOPS_FACTOR = 3  # forward + backward ~= 3 x forward
 FLOPS_RULE = (
     "train TFLOP/s = 3 x forward FLOPs/image x images/s / 1e12 (a training step ~= 3x the "
     "forward pass: forward 1x + backward 2x); forward FLOPs = 2 x MACs of conv/dense layers"
 )
-# HAM10000 and the default split ratios of data_utils/splits.py (train, val, test).
+# HAM10000 and the default split ratios (train, val, test).
 HAM10000_IMAGES = 10_015
-SPLIT_RATIOS = (0.8, 0.1, 0.1)
+SPLIT_RATIOS = defaults.RATIOS
 # Phase 1 trains the head on a frozen base: forward only through the base, ~1/3 of a full step.
 FROZEN_STEP_FRACTION = 1 / 3
 INFERENCE_FRACTION = 1 / 3  # predicting one image ~= the forward third of training on it
@@ -119,9 +125,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "backbones under the active Keras backend (KERAS_BACKEND).",
         epilog=FLOPS_RULE,
     )
-    parser.add_argument("--backbones", nargs="+", metavar="NAME", default=list(BACKBONES),
-                        help=f"backbones to measure (default: {' '.join(BACKBONES)}); "
-                        f"registered: {', '.join(zoo.list_backbones())}")
+    parser.add_argument("--backbones", nargs="+", metavar="NAME", default=backbone_entries(),
+                        help=f"backbones to measure (default: the fine-tuned ones, "
+                        f"{' '.join(backbone_entries())}); registered: "
+                        f"{', '.join(zoo.list_backbones())}")
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--steps", type=positive_int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=positive_int, default=3,
@@ -301,11 +308,11 @@ def build_model(name: str, image_size: int, augment: bool, seed: int):
     if augment:
         from training.augment import build_augmentation
 
-        layers = build_augmentation(training.get("augmentation"), seed=seed)
+        layers = build_augmentation(training.augmentation, seed=seed)
         if layers is not None:
             x = layers(x)
     net = zoo.create_backbone(name, NUM_CLASSES, input_shape=image_size, weights=None,
-                              dropout=float(training["dropout"]))
+                              dropout=float(training.dropout))
     model = keras.Model(inputs, net(x), name=f"{name}_benchmark")
     for layer in [model, *_sublayers(model)]:
         layer.trainable = True
@@ -333,10 +340,10 @@ def compile_model(model, optimizer: str, jit_compile: str) -> None:
 
     training = get_preset("native").training
     if optimizer == "adamw":
-        opt = keras.optimizers.AdamW(learning_rate=float(training["phase2_lr"]),
-                                     weight_decay=float(training["weight_decay"]))
+        opt = keras.optimizers.AdamW(learning_rate=float(training.phase2_lr),
+                                     weight_decay=float(training.weight_decay))
     else:
-        opt = keras.optimizers.SGD(learning_rate=float(training["phase2_lr"]), momentum=0.9)
+        opt = keras.optimizers.SGD(learning_rate=float(training.phase2_lr), momentum=0.9)
     model.compile(
         optimizer=opt,
         loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -612,20 +619,20 @@ def _split_sizes() -> tuple[int, int, int]:
     return train, val, HAM10000_IMAGES - train - val
 
 
-def _entry_seconds(entry: str, row: dict[str, Any], training: dict[str, Any]) -> tuple[float, str]:
+def _entry_seconds(entry: str, row: dict[str, Any], training: Any) -> tuple[float, str]:
     """Estimated accelerator seconds of one entry of a native run, and the arithmetic."""
     n_train, n_val, n_test = _split_sizes()
     ips = float(row["images_per_s"])
     compile_s = float(row["compile_and_warmup_s"])
-    if entry == SVM_BASELINE:
+    if is_svm_entry(entry):
         seconds = HAM10000_IMAGES / (ips / INFERENCE_FRACTION)
         return seconds, (f"features of {HAM10000_IMAGES} img / (3 x {ips:.4g} img/s) = "
                          f"{seconds:.0f} s (SVM fit on CPU not counted)")
-    if entry == SCRATCH_BASELINE:
-        epochs, train_epochs, phases = training["scratch_epochs"], training["scratch_epochs"], 1
+    if not zoo.get_config(backbone_of(entry)).pretrained:  # trained from scratch
+        epochs, train_epochs, phases = training.scratch_epochs, training.scratch_epochs, 1
         epochs_text = f"{epochs}"
     else:
-        p1, p2 = training["phase1_epochs"], training["phase2_epochs"]
+        p1, p2 = training.phase1_epochs, training.phase2_epochs
         epochs, train_epochs, phases = p1 + p2, p2 + p1 * FROZEN_STEP_FRACTION, 2
         epochs_text = f"({p2} + {p1}/3)"
     train_s = n_train * train_epochs / ips
@@ -660,7 +667,7 @@ def estimate_native_run(rows: list[dict[str, Any]], options: argparse.Namespace)
     training = spec.training
     measured = {r["backbone"]: r for r in rows if r["status"] == "ok"}
     entries, missing = {}, []
-    for entry in (*BACKBONES, SCRATCH_BASELINE, SVM_BASELINE):
+    for entry in all_entries():
         row = measured.get(backbone_of(entry))
         if row is None:
             missing.append(entry)
@@ -671,17 +678,17 @@ def estimate_native_run(rows: list[dict[str, Any]], options: argparse.Namespace)
     n_train, n_val, n_test = _split_sizes()
     caveats = [
         f"HAM10000 {HAM10000_IMAGES} images split {n_train}/{n_val}/{n_test} (train/val/test); "
-        f"native preset: phase 1 {training['phase1_epochs']} + phase 2 "
-        f"{training['phase2_epochs']} epochs, paper_cnn {training['scratch_epochs']} epochs, "
-        f"batch {training['batch_size']}",
+        f"native preset: phase 1 {training.phase1_epochs} + phase 2 "
+        f"{training.phase2_epochs} epochs, paper_cnn {training.scratch_epochs} epochs, "
+        f"batch {training.batch_size}",
         "no early stopping assumed and phase 2 timed with the whole network trainable "
         "(the protocol unfreezes the top 30% with BatchNorm frozen): an upper bound for training",
         "not counted: machine start-up, data download/cache preparation, SVM fitting (CPU), "
         "ensembles and report; --folds K multiplies the total by K",
     ]
-    if options.batch_size != training["batch_size"]:
+    if options.batch_size != training.batch_size:
         caveats.append(f"measured at batch {options.batch_size}, the native preset trains at "
-                       f"{training['batch_size']}")
+                       f"{training.batch_size}")
     if options.image_size is not None:
         caveats.append(f"measured at --image-size {options.image_size}, not the native sizes")
     return {"seconds": total, "hours": total / 3600, "entries": entries, "missing": missing,

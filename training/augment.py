@@ -12,6 +12,8 @@ from typing import Any
 
 import keras
 
+from training.settings import Augmentation
+
 FLIP_MODES: tuple[str, ...] = ("horizontal", "vertical", "horizontal_and_vertical")
 
 
@@ -25,14 +27,13 @@ def _flip_mode(flip: Any) -> str | None:
     return flip
 
 
-def build_augmentation(augmentation: dict[str, Any] | None, seed: int = 0) -> keras.Sequential | None:
-    """The augmentation block for a resolved config's `training.augmentation`.
+def build_augmentation(augmentation: Augmentation | None, seed: int = 0) -> keras.Sequential | None:
+    """The augmentation block for the training settings' `augmentation`.
 
     Args:
-        augmentation: {flip: bool | "horizontal" | "vertical" | "horizontal_and_vertical",
-            rotation: maximum rotation in degrees (either way), shift: maximum translation as a
-            fraction of height/width, zoom: maximum zoom in/out as a fraction}. Zero/false values
-            leave that layer out. None: no augmentation.
+        augmentation: the augmentation (`training.settings.Augmentation`: flip, rotation in
+            degrees either way, shift and zoom as fractions); zero/false values leave that layer
+            out. None: no augmentation.
         seed: base seed; layer i uses seed + i.
 
     Returns:
@@ -42,17 +43,18 @@ def build_augmentation(augmentation: dict[str, Any] | None, seed: int = 0) -> ke
     Raises:
         ValueError: a negative or out-of-range value, or an unknown flip mode.
     """
-    augmentation = augmentation or {}
-    rotation = float(augmentation.get("rotation", 0.0) or 0.0)
-    shift = float(augmentation.get("shift", 0.0) or 0.0)
-    zoom = float(augmentation.get("zoom", 0.0) or 0.0)
+    if augmentation is None:
+        return None
+    rotation = float(augmentation.rotation or 0.0)
+    shift = float(augmentation.shift or 0.0)
+    zoom = float(augmentation.zoom or 0.0)
     if not 0.0 <= rotation <= 180.0:
         raise ValueError(f"augmentation rotation must be in [0, 180] degrees, got {rotation}")
     for name, value in (("shift", shift), ("zoom", zoom)):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"augmentation {name} must be in [0, 1), got {value}")
     layers: list[keras.layers.Layer] = []
-    flip = _flip_mode(augmentation.get("flip"))
+    flip = _flip_mode(augmentation.flip)
     if flip:
         layers.append(keras.layers.RandomFlip(flip, seed=seed, name="flip"))
     if rotation:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from core import exitcodes
 from training.runner import run_all as _run_all
 
 
@@ -37,5 +38,5 @@ def run_all(args: argparse.Namespace) -> int:
         print(f"failed: {'; '.join(outcome.failures)} (details in "
               f"{outcome.run_dir / 'train.log'}; rerun the same command to retry)",
               file=sys.stderr)
-        return 1
-    return 0
+        return exitcodes.FAILED
+    return exitcodes.OK

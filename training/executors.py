@@ -28,6 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from core import defaults
 from core.errors import BenchmarkError
 from training.runner import EntryOutcome, JobSpec, run_job
 
@@ -326,7 +327,7 @@ def check_options(executor: str | None, jobs: int | None, ray_address: str | Non
     Raises:
         ExecutorError: --jobs with --executor ray, or --ray-address without it.
     """
-    executor = executor or "local"
+    executor = executor or defaults.EXECUTOR
     if executor not in EXECUTORS:
         raise ExecutorError(f"unknown --executor {executor!r}; choose {' or '.join(EXECUTORS)}")
     if executor == "ray" and jobs is not None:

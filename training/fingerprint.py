@@ -3,8 +3,9 @@
 Two commands whose fingerprints agree would train the same models on the same data, so a run
 directory can be resumed by the second one; anything else is refused (`training.runner`).
 
-What counts (`fingerprint_view`): the resolved config (STAGE_API.md) minus the keys that do not
-change results, plus content signatures that stand in for paths:
+What counts (`fingerprint_view`): the resolved config (run.json["config"], written by
+`training.settings.RunConfig.to_dict`) minus the keys that do not change results, plus content
+signatures that stand in for paths:
 
 - `data_dir` is left out, the content of the split (`splits.csv`: ids, lesions, labels, split,
   fold) goes in instead, so moving the data folder keeps the run;

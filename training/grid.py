@@ -19,7 +19,7 @@ member files (e.g. before the out-of-fold predictions existed) is refit (`stale_
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,8 +30,8 @@ from core.errors import RunDirError
 from core.predictions import make_predictions, read_predictions, write_predictions
 from core.rundir import SPLITS, RunDir
 from data_utils.splits import split_for_fold
-from training import config as config_mod
 from training.fingerprint import file_sha256, protocol_fingerprint
+from training.settings import ReplicateInfo, RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -53,32 +53,30 @@ class Replicate:
     fold: int
     seed: int
     run: RunDir
-    config: dict[str, Any]
+    config: RunConfig
 
     @property
     def name(self) -> str:
         return self.run.root.name
 
 
-def replicate_config(config: dict[str, Any], fold: int, seed: int) -> dict[str, Any]:
+def replicate_config(config: RunConfig, fold: int, seed: int) -> RunConfig:
     """The config of replicate (fold, seed) of a grid config.
 
-    "seed" becomes the training seed; "data_seed" keeps the grid's seed, which made the split
-    and the synthetic data; "fold" is the fold (None without --folds).
+    "seed" becomes the training seed; the replicate's `data_seed` keeps the grid's seed, which
+    made the split and the synthetic data; its `fold` is the fold (None without --folds).
     """
-    replicate = {k: v for k, v in config.items() if k not in ("grid", "seeds")}
-    replicate.update(seed=int(seed), data_seed=int(config["seed"]),
-                     fold=int(fold) if config.get("folds") else None)
-    return replicate
+    return replace(config, seeds=None, seed=int(seed), replicate=ReplicateInfo(
+        data_seed=int(config.seed), fold=int(fold) if config.folds else None))
 
 
-def fold_split(splits: pd.DataFrame, config: dict[str, Any], fold: int) -> pd.DataFrame:
+def fold_split(splits: pd.DataFrame, config: RunConfig, fold: int) -> pd.DataFrame:
     """The grid's splits.csv table with `split` set to fold `fold`'s train/val/test."""
-    if not config.get("folds"):
+    if not config.folds:
         return splits
     out = splits.copy()
-    out["split"] = split_for_fold(splits, fold, ratios=tuple(config["ratios"]),
-                                  seed=int(config["seed"])).to_numpy()
+    out["split"] = split_for_fold(splits, fold, ratios=tuple(config.ratios),
+                                  seed=int(config.seed)).to_numpy()
     return out
 
 
@@ -87,7 +85,7 @@ def read_splits(run: RunDir) -> pd.DataFrame:
     return pd.read_csv(run.splits_csv, dtype=SPLIT_DTYPES)
 
 
-def write_replicates(run: RunDir, config: dict[str, Any],
+def write_replicates(run: RunDir, config: RunConfig,
                      signatures: dict[str, Any]) -> list[Replicate]:
     """Create or check every replicate folder of a grid run (after the data is prepared).
 
@@ -110,10 +108,10 @@ def write_replicates(run: RunDir, config: dict[str, Any],
     dataset_card = run.dataset_json.read_text(encoding="utf-8") if run.dataset_json.is_file() \
         else None
     replicates = []
-    for fold in config_mod.grid_folds(config):
+    for fold in config.grid_folds:
         table = fold_split(splits, config, fold)
         text = table.to_csv(index=False, lineterminator="\n")
-        for seed in config["seeds"]:
+        for seed in config.seeds or ():
             replicate_run = run.replicate(fold, seed)
             replicate_run.root.mkdir(parents=True, exist_ok=True)
             _write_if_changed(replicate_run.splits_csv, text)
@@ -133,9 +131,9 @@ def _write_if_changed(path, text: str) -> None:
     atomic_write_text(path, text)
 
 
-def _write_replicate_json(run: RunDir, config: dict[str, Any], signatures: dict[str, Any],
+def _write_replicate_json(run: RunDir, config: RunConfig, signatures: dict[str, Any],
                           fold: int, seed: int) -> None:
-    fingerprint = protocol_fingerprint(config, signatures)
+    fingerprint = protocol_fingerprint(config.to_dict(), signatures)
     if run.run_json.is_file():
         previous = read_json(run.run_json)
         if previous.get("fingerprint") != fingerprint:
@@ -146,9 +144,10 @@ def _write_replicate_json(run: RunDir, config: dict[str, Any], signatures: dict[
             )
         # Entries are a union over invocations, as in a single run's run.json.
         known = list(previous.get("config", {}).get("entries", []))
-        config = {**config, "entries": known + [e for e in config["entries"] if e not in known]}
+        config = replace(config, entries=tuple(known + [e for e in config.entries
+                                                        if e not in known]))
     atomic_write_json_if_changed(run.run_json, {
-        "config": config, "fingerprint": fingerprint, "signatures": signatures,
+        "config": config.to_dict(), "fingerprint": fingerprint, "signatures": signatures,
         "replicate": {"fold": fold, "seed": seed}, "grid": "../..",
     })
 
@@ -157,7 +156,7 @@ def _write_replicate_json(run: RunDir, config: dict[str, Any], signatures: dict[
 # Out-of-fold predictions
 
 
-def write_oof_predictions(run: RunDir, config: dict[str, Any], replicates: list[Replicate],
+def write_oof_predictions(run: RunDir, config: RunConfig, replicates: list[Replicate],
                           entry: str) -> list[str]:
     """Write `entry`'s predictions_oof.csv in every replicate whose seed has all folds finished.
 
@@ -166,7 +165,7 @@ def write_oof_predictions(run: RunDir, config: dict[str, Any], replicates: list[
 
     Args:
         run: the grid's run directory (its splits.csv has the `fold` column).
-        config: the grid's config (needs "folds").
+        config: the grid's config (needs `folds`).
         replicates: the grid's replicates.
         entry: the entry.
 
@@ -175,7 +174,7 @@ def write_oof_predictions(run: RunDir, config: dict[str, Any], replicates: list[
     """
     from training.runner import entry_is_finished
 
-    if not config.get("folds"):
+    if not config.folds:
         return []
     folds_of = read_splits(run).set_index("image_id")["fold"]
     written = []

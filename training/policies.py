@@ -15,6 +15,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from training.settings import TrainingSettings
+
 # Layer class names that end a block in the Keras application graphs (residual adds, inception
 # concatenations, NASNet cell outputs). A phase-2 boundary placed right after one of them unfreezes
 # whole blocks instead of cutting one in half.
@@ -38,11 +40,11 @@ class Phase:
     lr: float
 
 
-def phase_plan(training: dict, pretrained: bool) -> list[Phase]:
-    """The phases an entry trains, from the resolved "training" config.
+def phase_plan(training: TrainingSettings, pretrained: bool) -> list[Phase]:
+    """The phases an entry trains, from the training settings.
 
     Args:
-        training: the config's "training" mapping (phase1_epochs, phase2_epochs, scratch_epochs,
+        training: the training settings (phase1_epochs, phase2_epochs, scratch_epochs,
             phase1_lr, phase2_lr, scratch_lr).
         pretrained: True for an ImageNet backbone (two phases), False for a model trained from
             scratch (one "scratch" phase).
@@ -52,11 +54,11 @@ def phase_plan(training: dict, pretrained: bool) -> list[Phase]:
     """
     if pretrained:
         phases = [
-            Phase("frozen", int(training["phase1_epochs"]), float(training["phase1_lr"])),
-            Phase("finetune", int(training["phase2_epochs"]), float(training["phase2_lr"])),
+            Phase("frozen", int(training.phase1_epochs), float(training.phase1_lr)),
+            Phase("finetune", int(training.phase2_epochs), float(training.phase2_lr)),
         ]
     else:
-        phases = [Phase("scratch", int(training["scratch_epochs"]), float(training["scratch_lr"]))]
+        phases = [Phase("scratch", int(training.scratch_epochs), float(training.scratch_lr))]
     return [p for p in phases if p.epochs > 0]
 
 

@@ -1,57 +1,36 @@
-"""The three presets: one protocol, different numbers.
+"""The three presets: one protocol, different numbers. The one table of preset names and
+descriptions (`PRESETS`): benchmark.py's `--preset` choices and help, `--list` and the README
+read it.
 
 - `native` (default): every backbone at its native input size and preprocessing, ImageNet weights,
-  epochs sized for the real HAM10000 on a GPU.
+  epochs sized for the real HAM10000 on a GPU (the defaults of `training.settings`).
 - `paper`: the source study's literal settings: 224x224 for every model, pixels scaled to [0, 1]
   ("unit" preprocessing), rotate/shift/flip augmentation (no zoom), Adam without weight decay.
 - `smoke`: CPU-sized: small images (each backbone's minimum size: 32 px for NASNetLarge and
   ResNeXt101, 64 for paper_cnn, 71-75 for the Inception/Xception family), one epoch per
   fine-tuning phase with 10% of the base unfrozen, 50 from-scratch epochs for paper_cnn,
-  `weights=None` unless given. Used by CI and the README.
+  `weights=None` unless given. Used by CI and the README; without --dataset it runs on the
+  synthetic set (core.rundir.default_dataset).
 
-A preset gives the "training" and "svm" mappings of the resolved config (.notes/STAGE_API.md);
-`resolve_preset` applies the command-line overrides (--image-size, --epochs, --batch-size) and
-fills in the per-entry image sizes. Importing this module is cheap (the zoo is imported lazily).
+A preset is typed (`TrainingSettings`, `SvmSettings`); `resolve_preset` applies the command-line
+overrides (--image-size, --epochs, --batch-size) and fills in the per-entry image sizes.
+Importing this module is cheap (the zoo is imported lazily).
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, replace
 
-from core.errors import BenchmarkError
-from core.rundir import BACKBONES, SCRATCH_BASELINE, SVM_BASELINE
-from core.rundir import entry_kind as entry_kind  # re-exported for the training stage
+from core import defaults
+from training.entries import SVM_ENTRY, all_entries, backbone_of, check_entry
+from training.settings import Augmentation, ConfigError, SvmSettings, TrainingSettings
 
-SVM_ENTRY = SVM_BASELINE
-# Every entry of a full run, in training order.
-ENTRIES: tuple[str, ...] = (*BACKBONES, SCRATCH_BASELINE, SVM_ENTRY)
-
-PRESET_NAMES: tuple[str, ...] = ("native", "paper", "smoke")
-DEFAULT_PRESET = "native"
 PAPER_SIZE = 224
 SMOKE_MIN_SIZE = 32
 
 
-class PresetError(BenchmarkError, ValueError):
-    """An unknown preset or entry, or an image size below a backbone's minimum."""
-
-
-def backbone_of(entry: str) -> str:
-    """The zoo backbone an entry uses ("inception_resnet_v2+svm" -> "inception_resnet_v2")."""
-    return entry.split("+", 1)[0]
-
-
-def check_entry(entry: str) -> str:
-    """Return `entry` if it is a known entry.
-
-    Raises:
-        PresetError: naming the unknown entry and listing the valid ones.
-    """
-    if entry not in ENTRIES:
-        raise PresetError(f"unknown entry {entry!r}; choose from {', '.join(ENTRIES)}")
-    return entry
+class PresetError(ConfigError):
+    """An unknown preset, or an image size below a backbone's minimum."""
 
 
 @dataclass(frozen=True)
@@ -60,126 +39,99 @@ class Preset:
 
     Attributes:
         name: native | paper | smoke.
-        description: one line for --list and the report.
+        description: one line for --help, --list and the report.
         weights: default initial weights of the pretrained backbones (None or "imagenet").
-        training: the resolved config's "training" mapping, without "image_size" (see
-            `image_size_for`).
-        svm: the "svm" mapping (feature_size is filled in by `resolve_preset`).
-        smoke_min_size: smoke only: the smallest image size used for any entry.
+        training: the training settings (`image_size` is filled in by `resolve_preset`).
+        svm: the SVM settings (`feature_size` is filled in by `resolve_preset`).
+        fixed_size: every entry at this size (paper: 224); None: the rule below.
+        smallest_sizes: each backbone at its minimum size, at least `min_size` (smoke); False:
+            each at its native size (native).
+        min_size: with `smallest_sizes`: the smallest size used for any entry.
     """
 
     name: str
     description: str
     weights: str | None
-    training: dict[str, Any] = field(default_factory=dict)
-    svm: dict[str, Any] = field(default_factory=dict)
-    smoke_min_size: int = SMOKE_MIN_SIZE
+    training: TrainingSettings
+    svm: SvmSettings
+    fixed_size: int | None = None
+    smallest_sizes: bool = False
+    min_size: int = SMOKE_MIN_SIZE
 
 
-_AUGMENT_NATIVE = {"flip": "horizontal_and_vertical", "rotation": 180.0, "shift": 0.1, "zoom": 0.1}
+_NATIVE = TrainingSettings()
 
-_NATIVE_TRAINING: dict[str, Any] = {
-    "preprocessing": None,  # each backbone's own preprocess_input
-    "batch_size": 32,
-    "min_batch_size": 4,
-    "optimizer": "adamw",
-    "weight_decay": 1e-4,
-    "phase1_epochs": 5,
-    "phase2_epochs": 30,
-    "scratch_epochs": 60,
-    "phase1_lr": 1e-3,
-    "phase2_lr": 1e-4,
-    "scratch_lr": 1e-3,
-    "schedule": "cosine",
-    "warmup_epochs": 1,
-    "min_lr_fraction": 0.01,
-    "unfreeze_fraction": 0.3,
-    "dropout": 0.3,
-    "label_smoothing": 0.0,
-    "early_stopping_patience": 8,
-    "class_weighting": "balanced",
-    "balanced_sampling": False,
-    "steps_per_epoch": None,  # None: one pass over the training split
-    "augmentation": _AUGMENT_NATIVE,
-    "mixed_precision": "auto",
-    "eval_batch_size": None,  # None: same as batch_size
-}
-
-_NATIVE_SVM: dict[str, Any] = {
-    "feature_size": None,  # None: the backbone's native size (filled in by resolve_preset)
-    "C_grid": [0.1, 1.0, 10.0, 100.0],
-    "kernel": "rbf",
-    "class_weight": "balanced",
-    "batch_size": 32,
-}
-
-_PRESETS: dict[str, Preset] = {
+PRESETS: dict[str, Preset] = {
     "native": Preset(
         name="native",
         description="native sizes and preprocessing, ImageNet weights, GPU-sized epochs",
         weights="imagenet",
-        training=_NATIVE_TRAINING,
-        svm=_NATIVE_SVM,
+        training=_NATIVE,
+        svm=SvmSettings(),
     ),
     "paper": Preset(
         name="paper",
         description="the study's settings: 224 px for all, pixels in [0, 1], rotate/shift/flip, Adam",
         weights="imagenet",
-        training={
-            **_NATIVE_TRAINING,
-            "preprocessing": "unit",
-            "weight_decay": 0.0,
-            "phase1_epochs": 5,
-            "phase2_epochs": 45,
-            "scratch_epochs": 50,
-            "phase2_lr": 1e-4,
-            "warmup_epochs": 0,
-            "min_lr_fraction": 1.0,  # constant learning rate, as in the study
-            "augmentation": {"flip": "horizontal", "rotation": 20.0, "shift": 0.1, "zoom": 0.0},
-            "early_stopping_patience": 10,
-        },
-        svm={**_NATIVE_SVM},
+        training=replace(
+            _NATIVE,
+            preprocessing="unit",
+            weight_decay=0.0,
+            phase1_epochs=5,
+            phase2_epochs=45,
+            scratch_epochs=50,
+            phase2_lr=1e-4,
+            warmup_epochs=0,
+            min_lr_fraction=1.0,  # constant learning rate, as in the study
+            augmentation=Augmentation(flip="horizontal", rotation=20.0, shift=0.1, zoom=0.0),
+            early_stopping_patience=10,
+        ),
+        svm=SvmSettings(),
+        fixed_size=PAPER_SIZE,
     ),
     "smoke": Preset(
         name="smoke",
         description="CPU smoke test: small images, 1 epoch per phase, weights=None",
         weights=None,
-        training={
-            **_NATIVE_TRAINING,
-            "batch_size": 32,
-            "min_batch_size": 2,
-            "weight_decay": 1e-4,
-            "phase1_epochs": 1,
-            "phase2_epochs": 1,
-            # paper_cnn from scratch: 50 short epochs (about a minute) reach >= 0.8 balanced accuracy on the
-            # synthetic set; the big backbones get one epoch per phase (CPU time).
-            "scratch_epochs": 50,
-            "phase1_lr": 1e-3,
-            "phase2_lr": 3e-4,
-            "scratch_lr": 1e-3,
-            "warmup_epochs": 1,
-            "min_lr_fraction": 0.05,
-            "unfreeze_fraction": 0.1,
-            "dropout": 0.1,
-            "early_stopping_patience": 0,  # no early stop: the smoke epochs are the budget
-            "augmentation": {"flip": "horizontal_and_vertical", "rotation": 20.0, "shift": 0.05,
-                             "zoom": 0.05},
-        },
-        svm={**_NATIVE_SVM, "C_grid": [0.1, 1.0, 10.0]},
+        training=replace(
+            _NATIVE,
+            batch_size=32,
+            min_batch_size=2,
+            weight_decay=1e-4,
+            phase1_epochs=1,
+            phase2_epochs=1,
+            # paper_cnn from scratch: 50 short epochs (about a minute) reach >= 0.8 balanced
+            # accuracy on the synthetic set; the big backbones get one epoch per phase (CPU time).
+            scratch_epochs=50,
+            phase1_lr=1e-3,
+            phase2_lr=3e-4,
+            scratch_lr=1e-3,
+            warmup_epochs=1,
+            min_lr_fraction=0.05,
+            unfreeze_fraction=0.1,
+            dropout=0.1,
+            early_stopping_patience=0,  # no early stop: the smoke epochs are the budget
+            augmentation=Augmentation(flip="horizontal_and_vertical", rotation=20.0, shift=0.05,
+                                      zoom=0.05),
+        ),
+        svm=SvmSettings(C_grid=(0.1, 1.0, 10.0)),
+        smallest_sizes=True,
     ),
 }
+PRESET_NAMES: tuple[str, ...] = tuple(PRESETS)
+DEFAULT_PRESET = defaults.PRESET
 
 
 def get_preset(name: str | None) -> Preset:
-    """The preset called `name` (None: the default, native), as a deep copy.
+    """The preset called `name` (None: the default, native).
 
     Raises:
         PresetError: unknown name.
     """
     name = name or DEFAULT_PRESET
-    if name not in _PRESETS:
+    if name not in PRESETS:
         raise PresetError(f"unknown preset {name!r}; choose from {', '.join(PRESET_NAMES)}")
-    return copy.deepcopy(_PRESETS[name])
+    return PRESETS[name]
 
 
 def image_size_for(preset: str | None, entry: str, override: int | None = None) -> int:
@@ -190,14 +142,15 @@ def image_size_for(preset: str | None, entry: str, override: int | None = None) 
 
     Args:
         preset: preset name (None: native).
-        entry: an entry name (a backbone, paper_cnn or the SVM baseline).
+        entry: an entry name (training.entries).
         override: an explicit size for every entry.
 
     Returns:
         The size in pixels.
 
     Raises:
-        PresetError: unknown entry/preset, or a size below the backbone's minimum.
+        ConfigError: an unknown entry.
+        PresetError: an unknown preset, or a size below the backbone's minimum.
     """
     import zoo
 
@@ -206,10 +159,10 @@ def image_size_for(preset: str | None, entry: str, override: int | None = None) 
     cfg = zoo.get_config(backbone_of(entry))
     if override is not None:
         size = int(override)
-    elif spec.name == "paper":
-        size = PAPER_SIZE
-    elif spec.name == "smoke":
-        size = max(int(cfg.min_size), spec.smoke_min_size)
+    elif spec.fixed_size is not None:
+        size = spec.fixed_size
+    elif spec.smallest_sizes:
+        size = max(int(cfg.min_size), spec.min_size)
     else:
         size = int(cfg.input_size)
     if size < int(cfg.min_size):
@@ -222,46 +175,52 @@ def image_size_for(preset: str | None, entry: str, override: int | None = None) 
 
 def resolve_preset(
     preset: str | None,
-    entries: list[str] | tuple[str, ...] = ENTRIES,
+    entries: list[str] | tuple[str, ...] | None = None,
     *,
     image_size: int | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
-) -> dict[str, Any]:
-    """The preset's part of the resolved config, with command-line overrides applied.
+) -> Preset:
+    """The preset with the command-line overrides applied and the image sizes filled in.
+
+    The image sizes cover every entry that can run at this preset and --image-size, selected or
+    not: they are part of the protocol fingerprint, and `--models` must not change it (a later
+    command that adds models resumes the same run). Entries whose minimum size the override is
+    below are left out; selecting one of them is refused.
 
     Args:
         preset: preset name (None: native).
-        entries: the entries of the run (their image sizes are resolved).
+        entries: the selected entries (None: all); each must be able to run.
         image_size: --image-size: one size for every entry.
         epochs: --epochs: epochs of every phase (phase 1, phase 2 and from-scratch).
         batch_size: --batch-size (also caps min_batch_size).
 
     Returns:
-        {"preset": name, "weights": default weights, "training": {..., "image_size":
-        {entry: px}}, "svm": {..., "feature_size": px of the SVM entry (or its backbone's
-        size under this preset when the SVM is not among the entries)}}.
+        The preset, its `training.image_size` {entry: px} and `svm.feature_size` (the SVM
+        entry's size, None when it cannot run) filled in.
 
     Raises:
-        PresetError: unknown preset or entry, or an image size below a backbone's minimum.
+        ConfigError: an unknown entry.
+        PresetError: an unknown preset, or a selected entry whose minimum size is above the
+            override.
     """
     spec = get_preset(preset)
-    training = dict(spec.training)
+    selected = list(all_entries() if entries is None else entries)
+    for entry in selected:
+        check_entry(entry)
+    training = spec.training
     if epochs is not None:
-        training.update(phase1_epochs=epochs, phase2_epochs=epochs, scratch_epochs=epochs)
+        training = replace(training, phase1_epochs=epochs, phase2_epochs=epochs,
+                           scratch_epochs=epochs)
     if batch_size is not None:
-        training["batch_size"] = int(batch_size)
-        training["min_batch_size"] = min(int(training["min_batch_size"]), int(batch_size))
-    training["image_size"] = {
-        entry: image_size_for(spec.name, entry, image_size) for entry in entries
-    }
-    svm = dict(spec.svm)
-    if SVM_ENTRY in training["image_size"]:
-        svm["feature_size"] = training["image_size"][SVM_ENTRY]
-    else:
+        training = replace(training, batch_size=int(batch_size),
+                           min_batch_size=min(int(training.min_batch_size), int(batch_size)))
+    sizes = {}
+    for entry in all_entries():
         try:
-            svm["feature_size"] = image_size_for(spec.name, SVM_ENTRY, image_size)
+            sizes[entry] = image_size_for(spec.name, entry, image_size)
         except PresetError:
-            # --image-size below the SVM backbone's minimum only matters when the SVM runs.
-            svm["feature_size"] = None
-    return {"preset": spec.name, "weights": spec.weights, "training": training, "svm": svm}
+            if entry in selected:
+                raise
+    return replace(spec, training=replace(training, image_size=sizes),
+                   svm=replace(spec.svm, feature_size=sizes.get(SVM_ENTRY)))

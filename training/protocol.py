@@ -19,7 +19,7 @@ process continues from its last completed epoch. A NaN/infinite loss stops the e
 "nan". When training is over, the best checkpoint predicts validation and test once; the test
 split is never touched before.
 
-Every number comes from the resolved config's "training" mapping (`training.presets`).
+Every number comes from the typed config's `training` settings (`training.settings`).
 
 Backends: everything here is Keras 3 and runs under TensorFlow or JAX; TensorFlow is imported
 only on TensorFlow-only paths (GPU query, op determinism), each guarded by the backend and with
@@ -59,7 +59,8 @@ from data_utils.pipeline import CacheBatches, SetEpoch
 from training import policies
 from training.augment import build_augmentation
 from training.distribution import check_batch_size, check_devices, data_parallel
-from training.presets import backbone_of, entry_kind
+from training.entries import backbone_of, entry_description, entry_kind
+from training.settings import RunConfig, TrainingSettings
 from zoo.flops import count_model_flops
 
 logger = logging.getLogger(__name__)
@@ -346,7 +347,7 @@ class TrainingModel:
 def build_training_model(
     backbone: str,
     image_size: int,
-    training: dict[str, Any],
+    training: TrainingSettings,
     weights: str | None = None,
     weights_dir: str | None = None,
     seed: int = 0,
@@ -356,7 +357,7 @@ def build_training_model(
     Args:
         backbone: zoo backbone name.
         image_size: square input size.
-        training: the resolved "training" config (dropout, preprocessing, augmentation).
+        training: the training settings (dropout, preprocessing, augmentation).
         weights: initial weights for zoo.create_backbone (None, "imagenet" or a file).
         weights_dir: folder with official weight files.
         seed: augmentation seed.
@@ -366,7 +367,7 @@ def build_training_model(
     """
     inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = keras.ops.cast(inputs, "float32")
-    augment = build_augmentation(training.get("augmentation"), seed=seed)
+    augment = build_augmentation(training.augmentation, seed=seed)
     if augment is not None:
         x = augment(x)
     net = zoo.create_backbone(
@@ -374,8 +375,8 @@ def build_training_model(
         NUM_CLASSES,
         input_shape=(image_size, image_size, 3),
         weights=weights,
-        dropout=float(training.get("dropout", 0.0)),
-        preprocessing=training.get("preprocessing"),
+        dropout=float(training.dropout),
+        preprocessing=training.preprocessing,
         weights_dir=weights_dir,
     )
     outputs = net(x)
@@ -406,7 +407,7 @@ def _set_trainable(layer: keras.layers.Layer, value: bool) -> None:
         sub.trainable = value
 
 
-def configure_phase(tm: TrainingModel, phase: policies.Phase, training: dict[str, Any]) -> int:
+def configure_phase(tm: TrainingModel, phase: policies.Phase, training: TrainingSettings) -> int:
     """Set the trainable flags for a phase.
 
     frozen: base frozen (inference-mode BatchNorm), head trainable. finetune: the top of the base
@@ -421,7 +422,7 @@ def configure_phase(tm: TrainingModel, phase: policies.Phase, training: dict[str
     elif phase.name == "finetune":
         layers = list(tm.base.layers)
         types = [type(layer).__name__ for layer in layers]
-        start = policies.unfreeze_start(types, float(training["unfreeze_fraction"]))
+        start = policies.unfreeze_start(types, float(training.unfreeze_fraction))
         flags = policies.trainable_flags(types, start)
         for layer, flag in zip(layers, flags, strict=True):
             layer.trainable = flag
@@ -451,16 +452,16 @@ class SparseCrossentropyWithSmoothing(keras.losses.Loss):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
-def make_optimizer(training: dict[str, Any], phase: policies.Phase, steps_per_epoch: int):
+def make_optimizer(training: TrainingSettings, phase: policies.Phase, steps_per_epoch: int):
     """AdamW (or Adam) with the phase's schedule (`policies.learning_rate`).
 
     Raises:
         ProtocolError: unknown optimizer or schedule.
     """
     warmup, decay = policies.schedule_steps(
-        phase.epochs, steps_per_epoch, float(training.get("warmup_epochs", 0)))
-    alpha = float(training.get("min_lr_fraction", 0.0))
-    schedule_name = training.get("schedule", "cosine")
+        phase.epochs, steps_per_epoch, float(training.warmup_epochs))
+    alpha = float(training.min_lr_fraction)
+    schedule_name = training.schedule
     if schedule_name == "constant":
         alpha = 1.0
     elif schedule_name != "cosine":
@@ -470,19 +471,19 @@ def make_optimizer(training: dict[str, Any], phase: policies.Phase, steps_per_ep
             0.0, decay, alpha=alpha, warmup_target=phase.lr, warmup_steps=warmup)
     else:
         schedule = keras.optimizers.schedules.CosineDecay(phase.lr, decay, alpha=alpha)
-    name = training.get("optimizer", "adamw")
+    name = training.optimizer
     if name == "adamw":
         return keras.optimizers.AdamW(learning_rate=schedule,
-                                      weight_decay=float(training.get("weight_decay", 0.0)))
+                                      weight_decay=float(training.weight_decay))
     if name == "adam":
         return keras.optimizers.Adam(learning_rate=schedule)
     raise ProtocolError(f"training.optimizer must be 'adamw' or 'adam', got {name!r}")
 
 
-def compile_phase(tm: TrainingModel, training: dict[str, Any], phase: policies.Phase,
+def compile_phase(tm: TrainingModel, training: TrainingSettings, phase: policies.Phase,
                   steps_per_epoch: int) -> None:
     """Compile the model for a phase: fresh optimizer, class-weighted cross-entropy, accuracy."""
-    smoothing = float(training.get("label_smoothing", 0.0))
+    smoothing = float(training.label_smoothing)
     loss = (SparseCrossentropyWithSmoothing(smoothing) if smoothing
             else keras.losses.SparseCategoricalCrossentropy())
     tm.model.compile(
@@ -493,7 +494,7 @@ def compile_phase(tm: TrainingModel, training: dict[str, Any], phase: policies.P
     )
 
 
-def jit_compile_setting(training: dict[str, Any]) -> bool | str:
+def jit_compile_setting(training: TrainingSettings) -> bool | str:
     """`jit_compile` for `Model.compile`: training.jit_compile (default False) under TensorFlow.
 
     Under JAX always True: JAX has no graph mode besides XLA, and jit_compile=False makes its
@@ -501,7 +502,7 @@ def jit_compile_setting(training: dict[str, Any]) -> bool | str:
     """
     if keras.backend.backend() == "jax":
         return True
-    return training.get("jit_compile", False)
+    return training.jit_compile
 
 
 # --- resume state -------------------------------------------------------------------------------
@@ -645,7 +646,7 @@ class EpochMonitor(keras.callbacks.Callback):
             return
         run.stopping, improved, stop = policies.update_early_stopping(
             run.stopping, val["val_balanced_accuracy"], global_epoch,
-            int(run.training.get("early_stopping_patience", 0)))
+            int(run.training.early_stopping_patience))
         run.global_epoch = global_epoch
         finished = stop or epoch + 1 >= self.phase.epochs
         run.save_state(self.model, self.phase_index, epoch + 1, finished, improved)
@@ -660,20 +661,20 @@ class EpochMonitor(keras.callbacks.Callback):
 class EntryRun:
     """One entry's training run: state shared by the phases and the epoch callback."""
 
-    def __init__(self, entry: str, config: dict[str, Any], data: EntryData, entry_dir: Path,
+    def __init__(self, entry: str, config: RunConfig, data: EntryData, entry_dir: Path,
                  batch_size: int, fingerprint: str | None, devices: int = 1) -> None:
         self.entry = entry
         self.devices = int(devices)
         self.steps_per_epoch: int | None = None  # set by train_batches()
         self.config = config
-        self.training = config["training"]
+        self.training = config.training
         self.data = data
         self.entry_dir = Path(entry_dir)
         self.state_dir = self.entry_dir / STATE_DIR
         self.batch_size = int(batch_size)
-        self.eval_batch_size = int(self.training.get("eval_batch_size") or batch_size)
+        self.eval_batch_size = int(self.training.eval_batch_size or batch_size)
         self.fingerprint = fingerprint
-        self.seed = int(config.get("seed", 0))
+        self.seed = int(config.seed)
         self.global_epoch = 0
         self.train_seconds = 0.0
         self.stopping = policies.EarlyStopping()
@@ -697,7 +698,7 @@ class EntryRun:
         batches = TrimmedBatches(
             self.data.images, self.data.train.rows, self.data.train.labels,
             batch_size=self.batch_size, multiple=self.devices, shuffle=True, seed=self.seed,
-            balanced=bool(self.training.get("balanced_sampling", False)),
+            balanced=bool(self.training.balanced_sampling),
         )
         self.steps_per_epoch = len(batches)
         if not len(batches):
@@ -707,10 +708,10 @@ class EntryRun:
         return batches
 
     def class_weight(self) -> dict[int, float] | None:
-        if self.training.get("balanced_sampling", False):
+        if self.training.balanced_sampling:
             return None  # sampling already balances the classes
         counts = np.bincount(self.data.train.labels, minlength=NUM_CLASSES)
-        return policies.class_weights(counts, self.training.get("class_weighting", "balanced"))
+        return policies.class_weights(counts, self.training.class_weighting)
 
     # history
     def append_history(self, row: dict[str, Any]) -> None:
@@ -823,7 +824,7 @@ def _simulate_oom(batch_size: int) -> None:
 
 def train_entry(
     entry: str,
-    config: dict[str, Any],
+    config: RunConfig,
     data: EntryData,
     entry_dir: str | os.PathLike,
     *,
@@ -840,7 +841,7 @@ def train_entry(
 
     Args:
         entry: a backbone name or "paper_cnn" (the SVM baseline has its own module).
-        config: the resolved config (run.json["config"]).
+        config: the typed config (`RunConfig`, run.json["config"]).
         data: the entry's cached images and splits (`load_entry_data`).
         entry_dir: models/<entry>.
         fingerprint: the run's protocol fingerprint (recorded in metrics.json).
@@ -861,15 +862,13 @@ def train_entry(
     """
     entry_dir = Path(entry_dir)
     entry_dir.mkdir(parents=True, exist_ok=True)
-    training = config["training"]
-    batch_size = int(batch_size or training["batch_size"])
+    training = config.training
+    batch_size = int(batch_size or training.batch_size)
     n_devices = check_devices(devices)
     check_batch_size(batch_size, n_devices)
-    check_batch_size(int(training.get("eval_batch_size") or batch_size), n_devices,
-                     "eval batch size")
+    check_batch_size(int(training.eval_batch_size or batch_size), n_devices, "eval batch size")
     _simulate_oom(batch_size)
-    mixed = setup_backend(int(config.get("seed", 0)), bool(config.get("deterministic", False)),
-                          training.get("mixed_precision", "auto"))
+    mixed = setup_backend(int(config.seed), bool(config.deterministic), training.mixed_precision)
     spec = zoo.get_config(backbone_of(entry))
     phases = policies.phase_plan(training, bool(spec.pretrained))
     if not phases:
@@ -888,18 +887,19 @@ def _train_and_predict(run: EntryRun, phases: list[policies.Phase], mixed: bool,
     config, training = run.config, run.training
     backbone = backbone_of(run.entry)
     pretrained = bool(zoo.get_config(backbone).pretrained)
-    weights = config.get("weights") if pretrained else None
+    weights = config.weights if pretrained else None
     train = run.train_batches()
     progress = run.restore()
     if progress is None:
         run.discard_state()
     tm = build_training_model(backbone, run.data.image_size, training, weights,
-                              config.get("weights_dir"), seed=run.seed)
+                              config.weights_dir, seed=run.seed)
     run.net, run.infer = tm.net, tm.infer
     trainable = _train_phases(run, tm, phases, train, progress, verbose, callbacks)
     extra_common = {
         "entry": run.entry,
         "kind": entry_kind(run.entry),
+        "description": entry_description(run.entry),
         "backbone": backbone,
         "fingerprint": run.fingerprint,
         "batch_size": run.batch_size,
@@ -908,7 +908,7 @@ def _train_and_predict(run: EntryRun, phases: list[policies.Phase], mixed: bool,
         "image_size": run.data.image_size,
         "weights": weights,
         "mixed_precision": mixed,
-        "deterministic": bool(config.get("deterministic", False)),
+        "deterministic": bool(config.deterministic),
         "train_seconds": round(run.train_seconds, 3),
         "epochs_trained": run.global_epoch,
     }

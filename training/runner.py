@@ -38,14 +38,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from core import exitcodes
 from core.atomic import atomic_write_json, read_json
+from core.defaults import option
+from core.entry_metrics import read_entry_metrics
 from core.errors import BenchmarkError, RunDirError
 from core.rundir import RunDir
 from training import config as config_mod
+from training.entries import backbone_entries, entry_kind
 from training.fingerprint import (
     diff_configs,
     file_sha256,
@@ -54,14 +58,9 @@ from training.fingerprint import (
     is_weights_file,
     protocol_fingerprint,
 )
+from training.settings import ConfigError, RunConfig
 
 logger = logging.getLogger(__name__)
-
-# Worker exit codes (STAGE_API.md).
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_OOM = 3
-EXIT_NAN = 4
 
 # Packages whose versions go into run.json.
 VERSIONED_PACKAGES: tuple[str, ...] = (
@@ -197,7 +196,7 @@ def _candidate_dirs(out: Path, force_new: bool) -> Iterator[Path]:
         number += 1
 
 
-def _check_existing(root: Path, config: dict[str, Any],
+def _check_existing(root: Path, config: RunConfig,
                     signatures: dict[str, Any]) -> dict[str, Any] | None:
     """The existing run.json of `root` (None if there is none); _ProtocolMismatch if it differs."""
     run_json = RunDir(root).run_json
@@ -212,7 +211,7 @@ def _check_existing(root: Path, config: dict[str, Any],
     return previous
 
 
-def _run_in(root: Path, args: argparse.Namespace, config: dict[str, Any],
+def _run_in(root: Path, args: argparse.Namespace, config: RunConfig,
             signatures: dict[str, Any], console: TextIO | None) -> RunOutcome:
     run = RunDir(root)
     previous = _check_existing(root, config, signatures)
@@ -224,23 +223,23 @@ def _run_in(root: Path, args: argparse.Namespace, config: dict[str, Any],
     signatures = {**signatures, "splits_sha256": file_sha256(run.splits_csv)}
     if previous is not None:
         _check_same_protocol(previous, config, signatures, include_data=True)
-    fingerprint = protocol_fingerprint(config, signatures)
+    fingerprint = protocol_fingerprint(config.to_dict(), signatures)
     _write_run_json(run, config, signatures, fingerprint, previous)
 
     outcome = RunOutcome(run_dir=root)
     replicates = None
-    if config_mod.is_grid(config):
+    if config.is_grid:
         from training.grid import write_replicates
 
         replicates = write_replicates(run, config, signatures)
         specs = [_job_spec(rep.run, name, rep.config, args, label=f"{rep.name}/{name}")
-                 for rep in replicates for name in config["entries"]]
+                 for rep in replicates for name in config.entries]
         logger.info("grid: %d replicate(s) (folds %s, seeds %s) x %d entries = %d jobs",
-                    len(replicates), ",".join(str(f) for f in config_mod.grid_folds(config)),
-                    ",".join(str(s) for s in config["seeds"]), len(config["entries"]),
+                    len(replicates), ",".join(str(f) for f in config.grid_folds),
+                    ",".join(str(s) for s in config.seeds or ()), len(config.entries),
                     len(specs))
     else:
-        specs = [_job_spec(run, name, config, args) for name in config["entries"]]
+        specs = [_job_spec(run, name, config, args) for name in config.entries]
     outcome.entries = _execute(specs, args, console)
     for result in outcome.entries:
         if not result.ok:
@@ -255,21 +254,20 @@ def _run_in(root: Path, args: argparse.Namespace, config: dict[str, Any],
 
 
 def _serial(args: argparse.Namespace) -> bool:
-    return getattr(args, "executor", "local") == "local" and (getattr(args, "jobs", None) or 1) == 1
+    return option(args, "executor") == "local" and option(args, "jobs") == 1
 
 
-def _job_spec(run: RunDir, name: str, config: dict[str, Any], args: argparse.Namespace,
+def _job_spec(run: RunDir, name: str, config: RunConfig, args: argparse.Namespace,
               label: str = "") -> JobSpec:
     # A serial run appends every worker's output to the run's train.log, in order; parallel jobs
     # each get their own log beside their files, so their lines never interleave.
     log = run.train_log if _serial(args) else run.model_dir(name) / "train.log"
     cache_dir = getattr(args, "cache_dir", None)
-    retries = getattr(args, "retries", None)
     return JobSpec(
         run_root=os.fspath(run.root.resolve()), entry=name, config=config,
         cache_dir=os.fspath(Path(cache_dir).resolve()) if cache_dir else None,
         devices=getattr(args, "devices", None), log_path=os.fspath(log.resolve()),
-        retries=1 if retries is None else int(retries), label=label or name)
+        retries=int(option(args, "retries")), label=label or name)
 
 
 def _execute(specs: list[JobSpec], args: argparse.Namespace,
@@ -286,12 +284,11 @@ def _execute(specs: list[JobSpec], args: argparse.Namespace,
     def done(index: int, count: int, result: EntryOutcome) -> None:
         logger.info("[%d/%d] %s", index, count, result.summary_line())
 
-    executor = getattr(args, "executor", None) or "local"
-    if executor == "ray":
+    if option(args, "executor") == "ray":
         return executors.run_ray(specs, address=getattr(args, "ray_address", None),
                                  devices=getattr(args, "devices", None),
                                  cpus_per_job=getattr(args, "cpus_per_job", None), on_done=done)
-    return executors.run_local(specs, jobs=getattr(args, "jobs", None) or 1,
+    return executors.run_local(specs, jobs=int(option(args, "jobs")),
                                devices=getattr(args, "devices", None),
                                cpus_per_job=getattr(args, "cpus_per_job", None),
                                console=console if serial else None,
@@ -303,53 +300,58 @@ def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _check_same_protocol(previous: dict[str, Any], config: dict[str, Any],
+def _check_same_protocol(previous: dict[str, Any], config: RunConfig,
                          signatures: dict[str, Any], include_data: bool) -> None:
-    """Raise _ProtocolMismatch naming the differing keys when the existing run differs."""
+    """Raise _ProtocolMismatch naming the differing keys when the existing run differs.
+
+    The existing run.json is compared as written (a dict), so a run of another version is named
+    by its differing keys rather than refused as unreadable.
+    """
     old_config = previous.get("config", {})
+    new_config = config.to_dict()
     old_signatures = dict(previous.get("signatures", {}))
     new_signatures = dict(signatures)
     if not include_data:
         old_signatures.pop("splits_sha256", None)
         new_signatures.pop("splits_sha256", None)
     differences = diff_configs(fingerprint_view(old_config, old_signatures),
-                               fingerprint_view(config, new_signatures))
+                               fingerprint_view(new_config, new_signatures))
     if include_data and not differences and previous.get("fingerprint") != protocol_fingerprint(
-            config, signatures):
+            new_config, signatures):
         # Same view, different hash: run.json was written by another fingerprint definition.
         raise _ProtocolMismatch(f"fingerprint {previous.get('fingerprint')} -> "
-                                f"{protocol_fingerprint(config, signatures)}")
+                                f"{protocol_fingerprint(new_config, signatures)}")
     if differences:
         raise _ProtocolMismatch(format_differences(differences))
 
 
-def _weights_signature(config: dict[str, Any]) -> dict[str, Any]:
-    weights = config.get("weights")
+def _weights_signature(config: RunConfig) -> dict[str, Any]:
+    weights = config.weights
     if not is_weights_file(weights):
         return {}
     try:
         return {"weights_sha256": file_sha256(weights)}
     except OSError as exc:
-        raise config_mod.ConfigError(
+        raise ConfigError(
             f"cannot read the weights file {weights}: {exc.strerror}; pass --weights imagenet, "
             f"--weights none or the path of a readable weights file"
         ) from None
 
 
-def _prepare(run: RunDir, args: argparse.Namespace, config: dict[str, Any],
+def _prepare(run: RunDir, args: argparse.Namespace, config: RunConfig,
              had_splits: bool) -> Any:
     from data_utils.prepare import prepare
 
-    sizes = config_mod.image_sizes(config)
-    logger.info("preparing %s at image size(s) %s", config["dataset"],
+    sizes = config.image_sizes()
+    logger.info("preparing %s at image size(s) %s", config.dataset,
                 ", ".join(str(s) for s in sizes))
     try:
         return prepare(
-            config["dataset"], config["data_dir"], run.root,
-            split=config["split"], ratios=tuple(config["ratios"]), folds=config["folds"],
-            seed=config["seed"], allow_missing=config["allow_missing"],
-            test_set=config["test_set"], synthetic_images=config["synthetic_images"],
-            image_sizes=sizes, resize_mode=config["resize_mode"],
+            config.dataset, config.data_dir, run.root,
+            split=config.split, ratios=tuple(config.ratios), folds=config.folds,
+            seed=config.seed, allow_missing=config.allow_missing,
+            test_set=config.test_set, synthetic_images=config.synthetic_images,
+            image_sizes=sizes, resize_mode=config.resize_mode,
             cache_root=getattr(args, "cache_dir", None), workers=getattr(args, "workers", None),
         )
     except RunDirError as exc:
@@ -359,25 +361,27 @@ def _prepare(run: RunDir, args: argparse.Namespace, config: dict[str, Any],
         raise
 
 
-def _write_run_json(run: RunDir, config: dict[str, Any], signatures: dict[str, Any],
+def _write_run_json(run: RunDir, config: RunConfig, signatures: dict[str, Any],
                     fingerprint: str, previous: dict[str, Any] | None) -> None:
     """Write run.json; a resumed run keeps its creation record and gains this invocation."""
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     invocation = {"command": _command_line(), "date": now, "cwd": os.getcwd()}
-    config = dict(config)
     if previous is not None:
         # A later command may train more entries: the run's entries are the union, in order.
         known = list(previous.get("config", {}).get("entries", []))
-        config["entries"] = known + [e for e in config["entries"] if e not in known]
-        if "seeds" in config:  # a grid's training seeds: likewise a union, in order
+        config = replace(config, entries=tuple(known + [e for e in config.entries
+                                                        if e not in known]))
+        if config.seeds is not None:  # a grid's training seeds: likewise a union, in order
             seen = list(previous.get("config", {}).get("seeds", []))
-            config["seeds"] = seen + [s for s in config["seeds"] if s not in seen]
+            config = replace(config, seeds=tuple(seen + [s for s in config.seeds
+                                                         if s not in seen]))
     document = {
-        "config": config,
+        "config": config.to_dict(),
         "fingerprint": fingerprint,
         "signatures": signatures,
-        "seeds": {"split": config["seed"], "training": config.get("seeds", config["seed"]),
-                  "synthetic": config["seed"]},
+        "seeds": {"split": config.seed,
+                  "training": list(config.seeds) if config.seeds is not None else config.seed,
+                  "synthetic": config.seed},
         "command": previous.get("command") if previous else invocation["command"],
         "created": previous.get("created") if previous else now,
         "invocations": [*(previous or {}).get("invocations", []), invocation],
@@ -426,8 +430,8 @@ def _command_line() -> str:
 
 def entry_is_finished(entry_dir: Path) -> bool:
     """True when metrics.json says status "ok" and both prediction files exist."""
-    metrics = _read_metrics(entry_dir)
-    return (metrics is not None and metrics.get("status") == "ok"
+    metrics = read_entry_metrics(entry_dir)
+    return (metrics.get("status") == "ok"
             and all(RunDir.predictions_file(entry_dir, s).is_file() for s in ("val", "test")))
 
 
@@ -440,7 +444,7 @@ class JobSpec:
     Attributes:
         run_root: the run directory (absolute; on shared storage for a Ray cluster).
         entry: the entry name.
-        config: that run directory's resolved config.
+        config: that run directory's resolved config (`RunConfig`: picklable).
         cache_dir: --cache-dir, or None.
         devices: GPUs for this job (data parallel; the worker's --devices), or None for one.
         log_path: where the worker's output is appended (None: nowhere).
@@ -451,7 +455,7 @@ class JobSpec:
 
     run_root: str
     entry: str
-    config: dict[str, Any]
+    config: RunConfig
     cache_dir: str | None = None
     devices: int | None = None
     log_path: str | None = None
@@ -482,15 +486,14 @@ def run_job(spec: JobSpec, console: TextIO | None = None) -> EntryOutcome:
     entry_dir = run.model_dir(name)
     if entry_is_finished(entry_dir):
         return _outcome_from_metrics(spec.name, entry_dir, skipped=True)
-    previous = _read_metrics(entry_dir)
-    if previous is not None and previous.get("status") not in (None, "ok"):
+    previous = read_entry_metrics(entry_dir)
+    if previous.get("status") not in (None, "ok"):
         logger.info("%s: retrying (previous status %s)", spec.name, previous.get("status"))
 
     from training.policies import next_batch_size
 
-    training = config["training"]
-    floor = int(training.get("min_batch_size") or 1)
-    batch_size = _resume_batch_size(entry_dir, int(training["batch_size"]), floor)
+    floor = int(config.training.min_batch_size or 1)
+    batch_size = _resume_batch_size(entry_dir, int(config.training.batch_size), floor)
     oom_retries = 0
     restarts = 0
     started = time.monotonic()
@@ -506,11 +509,11 @@ def run_job(spec: JobSpec, console: TextIO | None = None) -> EntryOutcome:
             logger.warning("%s", message)
             _append_line(spec.log_path, f"[{message}]")
             continue
-        if code != EXIT_OOM:
+        if code != exitcodes.WORKER_OUT_OF_MEMORY:
             break
         smaller = next_batch_size(batch_size, floor)
         if smaller is None or smaller >= batch_size:
-            _record_failure(entry_dir, name, config, "failed",
+            _record_failure(entry_dir, name, "failed",
                             f"out of memory at batch size {batch_size}, the floor "
                             f"({floor}); lower --image-size or use an accelerator with more memory",
                             batch_size)
@@ -521,15 +524,15 @@ def run_job(spec: JobSpec, console: TextIO | None = None) -> EntryOutcome:
         oom_retries += 1
 
     fresh = _metrics_written_since(entry_dir, attempt_start)
-    if code == EXIT_OK and entry_is_finished(entry_dir):
-        metrics = _read_metrics(entry_dir) or {}
+    if code == exitcodes.OK and entry_is_finished(entry_dir):
+        metrics = read_entry_metrics(entry_dir)
         if metrics.get("batch_size") != batch_size or oom_retries or restarts:
             _update_metrics(entry_dir, {"batch_size": batch_size, "oom_retries": oom_retries,
                                         "restarts": restarts})
-    elif not fresh or (_read_metrics(entry_dir) or {}).get("status") in (None, "ok"):
+    elif not fresh or read_entry_metrics(entry_dir).get("status") in (None, "ok"):
         # The worker died without recording why (a signal, or an exit before writing).
-        status = "nan" if code == EXIT_NAN else "failed"
-        _record_failure(entry_dir, name, config, status, _describe_exit(code), batch_size)
+        status = "nan" if code == exitcodes.WORKER_NAN else "failed"
+        _record_failure(entry_dir, name, status, _describe_exit(code), batch_size)
     return _outcome_from_metrics(spec.name, entry_dir, wall=time.monotonic() - started)
 
 
@@ -566,21 +569,21 @@ def _describe_exit(code: int) -> str:
             return (f"the worker was killed by signal {signal.Signals(-code).name} "
                     f"(see train.log)")
         return f"the worker was killed by signal {-code} (see train.log)"
-    if code == EXIT_OK:
+    if code == exitcodes.OK:
         return "the worker exited without writing its predictions and metrics (see train.log)"
-    if code == EXIT_NAN:
+    if code == exitcodes.WORKER_NAN:
         return "the loss became NaN or infinite (see train.log)"
     return f"the worker exited with code {code} (see train.log)"
 
 
-def _record_failure(entry_dir: Path, name: str, config: dict[str, Any], status: str,
-                    error: str, batch_size: int) -> None:
+def _record_failure(entry_dir: Path, name: str, status: str, error: str,
+                    batch_size: int) -> None:
     from core.entry_metrics import write_entry_metrics
 
     run_json = read_json(entry_dir.parents[1] / "run.json")
     write_entry_metrics(entry_dir, extra={
         "status": status, "error": error, "batch_size": batch_size,
-        "kind": config_mod.entry_kind(name), "fingerprint": run_json.get("fingerprint"),
+        "kind": entry_kind(name), "fingerprint": run_json.get("fingerprint"),
     })
 
 
@@ -588,17 +591,6 @@ def _update_metrics(entry_dir: Path, extra: dict[str, Any]) -> None:
     from core.entry_metrics import write_entry_metrics
 
     write_entry_metrics(entry_dir, extra=extra)
-
-
-def _read_metrics(entry_dir: Path) -> dict[str, Any] | None:
-    path = entry_dir / "metrics.json"
-    if not path.is_file():
-        return None
-    try:
-        data = read_json(path)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _metrics_written_since(entry_dir: Path, since: float) -> bool:
@@ -611,7 +603,7 @@ def _metrics_written_since(entry_dir: Path, since: float) -> bool:
 
 def _outcome_from_metrics(name: str, entry_dir: Path, skipped: bool = False,
                           wall: float | None = None) -> EntryOutcome:
-    metrics = _read_metrics(entry_dir) or {}
+    metrics = read_entry_metrics(entry_dir)
     val = metrics.get("val") if isinstance(metrics.get("val"), dict) else {}
     seconds = metrics.get("train_seconds")
     return EntryOutcome(
@@ -631,7 +623,7 @@ def _outcome_from_metrics(name: str, entry_dir: Path, skipped: bool = False,
 
 def worker_command(run_dir: Path, name: str, batch_size: int | None,
                    devices: int | None = None) -> list[str]:
-    """The worker's command line (STAGE_API.md)."""
+    """The worker's command line (`python -m training.worker`, see its docstring)."""
     command = [sys.executable, "-m", "training.worker", "--out", os.fspath(run_dir),
                "--entry", name]
     if batch_size is not None:
@@ -794,7 +786,7 @@ def _die_with_parent() -> None:
 # After training
 
 
-def _finish(run: RunDir, args: argparse.Namespace, config: dict[str, Any],
+def _finish(run: RunDir, args: argparse.Namespace, config: RunConfig,
             outcome: RunOutcome) -> None:
     """Ensembles, results.csv and the report, rebuilt only when this invocation changed a model.
 
@@ -804,7 +796,7 @@ def _finish(run: RunDir, args: argparse.Namespace, config: dict[str, Any],
     as a failure of that stage (traceback in train.log) instead of ending the command.
     """
     changed = any(not entry.skipped for entry in outcome.entries)
-    backbones = [name for name in config_mod.backbone_names()
+    backbones = [name for name in backbone_entries()
                  if entry_is_finished(run.model_dir(name))]
     if len(backbones) < 2:
         logger.info("ensembles skipped: they need at least two finished backbones, the run has "
@@ -824,7 +816,6 @@ def _finish(run: RunDir, args: argparse.Namespace, config: dict[str, Any],
 
     from reports.build import build_report
     from reports.results import write_results_csv
-    from reports.stats import REFERENCE_ENTRY
 
     if not changed and run.results_csv.is_file():
         outcome.results_csv = run.results_csv
@@ -838,14 +829,13 @@ def _finish(run: RunDir, args: argparse.Namespace, config: dict[str, Any],
         outcome.report = run.report_md
     else:
         outcome.report = _stage(outcome, "report", lambda: build_report(
-            run.root, rank_by=getattr(args, "rank_by", None) or "balanced_accuracy",
-            n_resamples=getattr(args, "bootstrap", None) or 1000, seed=config["seed"],
-            reference=getattr(args, "reference", None) or REFERENCE_ENTRY))
+            run.root, rank_by=option(args, "rank_by"), n_resamples=option(args, "bootstrap"),
+            seed=config.seed, reference=option(args, "reference")))
         if outcome.report is not None:
             logger.info("report: %s", outcome.report)
 
 
-def _finish_grid(run: RunDir, args: argparse.Namespace, config: dict[str, Any],
+def _finish_grid(run: RunDir, args: argparse.Namespace, config: RunConfig,
                  outcome: RunOutcome, replicates: list[Any]) -> None:
     """Out-of-fold predictions and ensembles per replicate, then the grid's aggregated report.
 
@@ -859,11 +849,11 @@ def _finish_grid(run: RunDir, args: argparse.Namespace, config: dict[str, Any],
     from training.grid import grid_members, stale_ensembles, write_oof_predictions
 
     ran = {result.name.split("/", 1)[0] for result in outcome.entries if not result.skipped}
-    if config.get("folds"):
-        for name in config["entries"]:
+    if config.folds:
+        for name in config.entries:
             _stage(outcome, f"out-of-fold predictions of {name}",
                    lambda name=name: write_oof_predictions(run, config, replicates, name))
-    members, dropped = grid_members(replicates, config_mod.backbone_names())
+    members, dropped = grid_members(replicates, backbone_entries())
     for name, lacking in dropped.items():
         logger.warning("%s is not finished in %s; it is left out of the ensembles of every "
                        "replicate, so that each ensemble has the same members in the whole grid",
@@ -887,7 +877,7 @@ def _finish_grid(run: RunDir, args: argparse.Namespace, config: dict[str, Any],
             fitted = _stage(outcome, f"ensembles of {replicate.name}",
                             lambda rep=replicate: list(build_ensembles(
                                 rep.run.root, ("all",), members=members,
-                                n_resamples=getattr(args, "bootstrap", None) or 1000,
+                                n_resamples=option(args, "bootstrap"),
                                 seed=rep.seed)))
             if fitted is not None:
                 built.update(fitted)
@@ -898,7 +888,6 @@ def _finish_grid(run: RunDir, args: argparse.Namespace, config: dict[str, Any],
                     ", ".join(outcome.ensembles))
 
     from reports.build import build_report
-    from reports.stats import REFERENCE_ENTRY
 
     if not ran and run.report_md.is_file() and run.results_csv.is_file():
         outcome.results_csv, outcome.report = run.results_csv, run.report_md
@@ -907,9 +896,8 @@ def _finish_grid(run: RunDir, args: argparse.Namespace, config: dict[str, Any],
         logger.info("report skipped: no job of the grid has predictions yet")
         return
     outcome.report = _stage(outcome, "report", lambda: build_report(
-        run.root, rank_by=getattr(args, "rank_by", None) or "balanced_accuracy",
-        n_resamples=getattr(args, "bootstrap", None) or 1000, seed=config["seed"],
-        reference=getattr(args, "reference", None) or REFERENCE_ENTRY))
+        run.root, rank_by=option(args, "rank_by"), n_resamples=option(args, "bootstrap"),
+        seed=config.seed, reference=option(args, "reference")))
     if outcome.report is not None:
         outcome.results_csv = run.results_csv if run.results_csv.is_file() else None
         logger.info("report: %s", outcome.report)

@@ -31,6 +31,7 @@ import numpy as np
 
 from core.atomic import atomic_open, atomic_write_json, read_json
 from core.classes import NUM_CLASSES
+from training.settings import RunConfig, SvmSettings
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def feature_cache_path(cache_key: str, backbone: str, weights: Any, size: int,
     return base / FEATURES_DIR / f"{backbone}-{int(size)}px-{key}.npy"
 
 
-def extract_features(cache: Any, backbone: str, config: dict[str, Any], batch_size: int,
+def extract_features(cache: Any, backbone: str, config: RunConfig, batch_size: int,
                      cache_root: str | os.PathLike | None = None,
                      devices: int | None = None) -> tuple[np.ndarray, dict]:
     """Pooled features of every image in `cache` (rows in cache order), from disk when present.
@@ -106,7 +107,7 @@ def extract_features(cache: Any, backbone: str, config: dict[str, Any], batch_si
     Args:
         cache: the `ImageCache` at the entry's size.
         backbone: zoo backbone name (its "pool" layer's output is the feature vector).
-        config: the resolved config (weights, weights_dir, seed, training.preprocessing, ...).
+        config: the typed config (weights, weights_dir, seed, training.preprocessing, ...).
         batch_size: images per forward pass (all devices together).
         cache_root: where the features folder lives (None: `default_cache_root()`).
         devices: extract data-parallel on this many devices (`training.distribution`; None or
@@ -122,11 +123,11 @@ def extract_features(cache: Any, backbone: str, config: dict[str, Any], batch_si
     from training.distribution import check_batch_size, data_parallel
     from training.protocol import setup_backend
 
-    training = config["training"]
-    weights = config.get("weights")
-    seed = int(config.get("seed", 0))
-    path = feature_cache_path(cache.key, backbone, weights, cache.size,
-                              training.get("preprocessing"), seed, cache_root)
+    training = config.training
+    weights = config.weights
+    seed = int(config.seed)
+    path = feature_cache_path(cache.key, backbone, weights, cache.size, training.preprocessing,
+                              seed, cache_root)
     meta_path = path.with_suffix(".json")
     if path.is_file() and meta_path.is_file():
         features = np.load(path)
@@ -135,8 +136,7 @@ def extract_features(cache: Any, backbone: str, config: dict[str, Any], batch_si
             logger.info("feature cache hit: %s", path)
             return features, meta
     check_batch_size(batch_size, devices, "feature-extraction batch size")
-    setup_backend(seed, bool(config.get("deterministic", False)),
-                  training.get("mixed_precision", "auto"))
+    setup_backend(seed, bool(config.deterministic), training.mixed_precision)
     with data_parallel(devices):
         features, rate, meta = _compute_features(cache, backbone, config, batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +151,7 @@ def extract_features(cache: Any, backbone: str, config: dict[str, Any], batch_si
     return features, meta
 
 
-def _compute_features(cache: Any, backbone: str, config: dict[str, Any],
+def _compute_features(cache: Any, backbone: str, config: RunConfig,
                       batch_size: int) -> tuple[np.ndarray, float, dict[str, int]]:
     """Build the extractor and run it over the cache: (features, images/s, params and FLOPs)."""
     import keras
@@ -160,11 +160,10 @@ def _compute_features(cache: Any, backbone: str, config: dict[str, Any],
     from training.protocol import predict_rows
     from zoo.flops import count_model_flops
 
-    training = config["training"]
     net = zoo.create_backbone(backbone, NUM_CLASSES, input_shape=(cache.size, cache.size, 3),
-                              weights=config.get("weights"),
-                              preprocessing=training.get("preprocessing"),
-                              weights_dir=config.get("weights_dir"))
+                              weights=config.weights,
+                              preprocessing=config.training.preprocessing,
+                              weights_dir=config.weights_dir)
     extractor = keras.Model(net.input, net.get_layer("pool").output, name=f"{backbone}_features")
     started = time.perf_counter()
     features = predict_rows(extractor, cache.images, np.arange(len(cache)), batch_size)
@@ -218,7 +217,7 @@ def class_balanced_weights(y: np.ndarray) -> np.ndarray:
     return compute_sample_weight("balanced", y)
 
 
-def _svm(C: float, svm: dict[str, Any], seed: int, folds: list):
+def _svm(C: float, svm: SvmSettings, seed: int, folds: list):
     """Standardise -> SVC, wrapped in sigmoid (Platt) calibration over the given folds.
 
     The SVC takes no class_weight of its own: class balance comes as sample weights, which
@@ -230,7 +229,7 @@ def _svm(C: float, svm: dict[str, Any], seed: int, folds: list):
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    svc = SVC(C=float(C), kernel=svm.get("kernel", "rbf"), random_state=seed)
+    svc = SVC(C=float(C), kernel=svm.kernel, random_state=seed)
     return make_pipeline(
         StandardScaler(),
         CalibratedClassifierCV(svc, method="sigmoid", ensemble=False, cv=folds),
@@ -245,21 +244,21 @@ def svm_proba(model, x: np.ndarray) -> np.ndarray:
 
 
 def fit_svm(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-            svm: dict[str, Any], seed: int = 0, *,
+            svm: SvmSettings, seed: int = 0, *,
             train_groups: np.ndarray | None = None) -> SvmFit:
-    """Fit one SVM per C of `svm["C_grid"]` on train, keep the best by val balanced accuracy.
+    """Fit one SVM per C of `svm.C_grid` on train, keep the best by val balanced accuracy.
 
     Probabilities are calibrated by cross-validation on the training split (up to 5 folds,
     grouped by lesion, fewer when a class has fewer lesions); a class with a single training
     lesion cannot be calibrated and is left out (it gets probability 0, logged). With
-    `svm["class_weight"] == "balanced"` (the default) the SVC and its calibration weight every
+    `svm.class_weight == "balanced"` (the default) the SVC and its calibration weight every
     image by its class's inverse frequency, so the probabilities target a uniform prior like the
     class-balanced CNNs'; with None they target the training frequencies.
 
     Args:
         train_x, train_y: training features and class indices.
         val_x, val_y: validation features and class indices.
-        svm: the config's "svm" mapping (C_grid, kernel, class_weight).
+        svm: the SVM settings (C_grid, kernel, class_weight).
         seed: random state of the SVC and of the calibration folds.
         train_groups: (n_train,) lesion ids of the training images (None: every image its own
             lesion).
@@ -274,7 +273,7 @@ def fit_svm(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: 
     """
     from sklearn.metrics import balanced_accuracy_score
 
-    class_weight = svm.get("class_weight", "balanced")
+    class_weight = svm.class_weight
     if class_weight not in CLASS_WEIGHTS:
         raise ValueError(f"svm.class_weight must be 'balanced' or null, got {class_weight!r}")
     groups = (np.arange(len(train_y)).astype(str) if train_groups is None
@@ -294,7 +293,7 @@ def fit_svm(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: 
     if np.count_nonzero(lesions >= 2) < 2:
         raise ValueError("the SVM baseline needs at least two classes with two or more lesions "
                          "each in the training split")
-    grid = sorted(float(c) for c in svm.get("C_grid", []))
+    grid = sorted(float(c) for c in svm.C_grid)
     if not grid:
         raise ValueError("svm.C_grid is empty; give at least one C")
     folds = calibration_folds(train_y, groups, seed)
@@ -322,7 +321,7 @@ def fit_svm(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: 
     return SvmFit(best, best_c, scores, calibration)
 
 
-def run_svm_entry(entry: str, config: dict[str, Any], cache: Any, data: Any,
+def run_svm_entry(entry: str, config: RunConfig, cache: Any, data: Any,
                   entry_dir: str | os.PathLike, *, fingerprint: str | None = None,
                   batch_size: int | None = None,
                   cache_root: str | os.PathLike | None = None,
@@ -331,7 +330,7 @@ def run_svm_entry(entry: str, config: dict[str, Any], cache: Any, data: Any,
 
     Args:
         entry: "inception_resnet_v2+svm".
-        config: the resolved config.
+        config: the typed config.
         cache: the `ImageCache` at the entry's size.
         data: `training.protocol.EntryData` of the same cache.
         entry_dir: models/<entry>.
@@ -344,15 +343,15 @@ def run_svm_entry(entry: str, config: dict[str, Any], cache: Any, data: Any,
         The metrics.json object.
     """
     from core.entry_metrics import write_entry_metrics
-    from training.presets import backbone_of, entry_kind
+    from training.entries import backbone_of, entry_description, entry_kind
     from training.protocol import write_prediction_file
 
     entry_dir = Path(entry_dir)
     entry_dir.mkdir(parents=True, exist_ok=True)
-    svm = config.get("svm", {})
+    svm = config.svm
     backbone = backbone_of(entry)
-    seed = int(config.get("seed", 0))
-    batch_size = int(batch_size or svm.get("batch_size") or config["training"]["batch_size"])
+    seed = int(config.seed)
+    batch_size = int(batch_size or svm.batch_size or config.training.batch_size)
     started = time.perf_counter()
     features, meta = extract_features(cache, backbone, config, batch_size, cache_root,
                                       devices=devices)
@@ -373,6 +372,7 @@ def run_svm_entry(entry: str, config: dict[str, Any], cache: Any, data: Any,
     extra = {
         "entry": entry,
         "kind": entry_kind(entry),
+        "description": entry_description(entry),
         "backbone": backbone,
         "status": "ok",
         "error": None,
@@ -380,7 +380,7 @@ def run_svm_entry(entry: str, config: dict[str, Any], cache: Any, data: Any,
         "batch_size": batch_size,
         "devices": devices or 1,
         "image_size": int(cache.size),
-        "weights": config.get("weights"),
+        "weights": config.weights,
         "train_seconds": round(time.perf_counter() - started, 3),
         "svm_fit_seconds": round(fit_seconds, 3),
         "svm_C": C,

@@ -1,8 +1,9 @@
 """One entry in its own process: `python -m training.worker --out RUNDIR --entry NAME`.
 
-Reads RUNDIR/run.json ("config", "fingerprint") and RUNDIR/splits.csv, opens (or builds) the
-decoded-image cache at the entry's size, trains the entry under the protocol (or fits the SVM
-baseline) and writes models/<entry>/. Exit codes (the runner acts on them):
+Reads RUNDIR/run.json ("config", read back typed: `training.settings.RunConfig.from_dict`, and
+"fingerprint") and RUNDIR/splits.csv, opens (or builds) the decoded-image cache at the entry's
+size, trains the entry under the protocol (or fits the SVM baseline) and writes models/<entry>/.
+Exit codes (`core.exitcodes`; the runner acts on them):
 
     0  ok
     3  out of memory (the runner retries with half the batch size)
@@ -26,6 +27,7 @@ $DERMBENCH_SIMULATE_NAN=1 makes every epoch's loss NaN.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -35,10 +37,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_OOM = 3
-EXIT_NAN = 4
+from core import exitcodes
+from core.errors import BenchmarkError
+from training.settings import RunConfig
+
 JAX_CACHE_DIR = "jax-compilation"
 _OOM_MARKERS = ("out of memory", "resource_exhausted", "resourceexhausted", "oom when allocating",
                 "failed to allocate")
@@ -117,17 +119,17 @@ def _setup_logging(run_root: Path) -> logging.Handler | None:
     return handler
 
 
-def _image_table(config: dict[str, Any]):
+def _image_table(config: RunConfig):
     """The dataset table with image paths, read exactly as `prepare` read it (same cache key)."""
     from data_utils.readers import read_dataset
 
-    dataset = config.get("dataset", "synthetic")
-    data_dir = config.get("data_dir")
+    dataset = config.dataset
+    data_dir = config.data_dir
     if dataset == "synthetic":
         from data_utils.synthetic import default_synthetic_dir, generate_synthetic
 
-        n = int(config.get("synthetic_images") or 700)
-        seed = int(config.get("data_seed", config.get("seed", 0)))  # a grid replicate: the grid's seed
+        n = int(config.synthetic_images)
+        seed = int(config.data_seed)  # a grid replicate: the grid's seed
         root = Path(data_dir) if data_dir else default_synthetic_dir(n, seed)
         data_dir = generate_synthetic(root, n_images=n, seed=seed)
     if not data_dir:
@@ -136,8 +138,7 @@ def _image_table(config: dict[str, Any]):
         raise DataError(f"run.json's config has no data_dir for --dataset {dataset}; prepare the "
                         "run again with --data-dir")
     return read_dataset(dataset, Path(data_dir).expanduser().resolve(),
-                        allow_missing=bool(config.get("allow_missing", False)),
-                        test_set=config.get("test_set", "split"))
+                        allow_missing=config.allow_missing, test_set=config.test_set)
 
 
 def run_entry(out: Path, entry: str, batch_size: int | None = None, cache_dir: str | None = None,
@@ -168,16 +169,18 @@ def run_entry(out: Path, entry: str, batch_size: int | None = None, cache_dir: s
     from core.errors import RunDirError
     from core.rundir import RunDir
     from data_utils.cache import build_cache
-    from training.presets import SVM_ENTRY, check_entry
+    from training.entries import check_entry, is_svm_entry
 
     run = RunDir(out)
     check_entry(entry)
     if not run.run_json.is_file() or not run.splits_csv.is_file():
         raise RunDirError(f"{run.root} lacks run.json or splits.csv; prepare the run first")
     meta = read_json(run.run_json)
-    config, fingerprint = meta["config"], meta.get("fingerprint")
+    if not isinstance(meta, dict) or "config" not in meta:
+        raise RunDirError(f"{run.run_json} has no \"config\"; prepare the run again")
+    config, fingerprint = RunConfig.from_dict(meta["config"], run.run_json), meta.get("fingerprint")
     try:
-        size = int(config["training"]["image_size"][entry])
+        size = int(config.training.image_size[entry])
     except KeyError:
         raise RunDirError(f"{run.run_json}: config.training.image_size has no size for {entry!r}; "
                           "the run was resolved without this entry") from None
@@ -185,13 +188,13 @@ def run_entry(out: Path, entry: str, batch_size: int | None = None, cache_dir: s
                                                 "split": str})
     table = _image_table(config)
     cache = build_cache(table["path"].tolist(), table["image_id"].tolist(), size,
-                        resize_mode=config.get("resize_mode", "square"), cache_root=cache_dir,
+                        resize_mode=config.resize_mode, cache_root=cache_dir,
                         workers=workers)
     from training.protocol import load_entry_data
 
     data = load_entry_data(cache, splits)
     entry_dir = run.model_dir(entry)
-    if entry == SVM_ENTRY:
+    if is_svm_entry(entry):
         from training.svm_baseline import run_svm_entry
 
         return run_svm_entry(entry, config, cache, data, entry_dir, fingerprint=fingerprint,
@@ -213,8 +216,8 @@ def _prepare_determinism(out: Path) -> None:
     from core.atomic import read_json
 
     try:
-        deterministic = bool(read_json(out / "run.json")["config"].get("deterministic"))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        deterministic = RunConfig.from_dict(read_json(out / "run.json")["config"]).deterministic
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, BenchmarkError):
         return  # run_entry reports the broken run.json
     if not deterministic or "jax" in sys.modules and _jax_started():
         return
@@ -269,7 +272,7 @@ def _record_failure(out: Path, entry: str, status: str, message: str,
     try:
         from core.atomic import read_json
         from core.entry_metrics import write_entry_metrics
-        from training.presets import ENTRIES, entry_kind
+        from training.entries import all_entries, entry_kind
 
         fingerprint = None
         run_json = out / "run.json"
@@ -277,8 +280,9 @@ def _record_failure(out: Path, entry: str, status: str, message: str,
             meta = read_json(run_json)
             fingerprint = meta.get("fingerprint")
             if batch_size is None:
-                batch_size = meta.get("config", {}).get("training", {}).get("batch_size")
-        if entry not in ENTRIES:
+                with contextlib.suppress(BenchmarkError, KeyError, TypeError):
+                    batch_size = RunConfig.from_dict(meta["config"]).training.batch_size
+        if entry not in all_entries():
             return  # no folder for a name that is not an entry
         write_entry_metrics(out / "models" / entry, extra={
             "entry": entry, "status": status, "error": message, "fingerprint": fingerprint,
@@ -306,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("%s: %s in %.1f s, best val balanced accuracy %s, batch size %s",
                     args.entry, status, time.perf_counter() - started,
                     "n/a" if best is None else f"{best:.4f}", metrics.get("batch_size"))
-        return EXIT_NAN if status == "nan" else EXIT_OK
+        return exitcodes.WORKER_NAN if status == "nan" else exitcodes.OK
     except BaseException as exc:  # noqa: BLE001 - every failure becomes an exit code
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -320,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not oom:
             sys.stderr.write(traceback.format_exc())
         _record_failure(out, args.entry, "failed", message, batch, args.devices)
-        return EXIT_OOM if oom else EXIT_FAILED
+        return exitcodes.WORKER_OUT_OF_MEMORY if oom else exitcodes.FAILED
     finally:
         if handler is not None:
             logging.getLogger().removeHandler(handler)

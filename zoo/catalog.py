@@ -131,7 +131,7 @@ CONFIGS: tuple[BackboneConfig, ...] = (
     ),
     BackboneConfig(
         name="paper_cnn",
-        display_name="Paper CNN (6 conv blocks, from scratch)",
+        display_name="The source paper's small CNN (6 conv blocks)",
         input_size=224,
         min_size=64,
         preprocessing="unit",
@@ -145,8 +145,11 @@ CONFIGS: tuple[BackboneConfig, ...] = (
         "filters) each followed by 2x2 max pooling, then dense 1024, 512, classes",
         licence="Apache-2.0 (this project)",
         pretrained=False,
+        kind="baseline",
     ),
 )
+# The source study's order of its backbones (and the entries' order in a run).
+STUDY_ORDER: tuple[str, ...] = tuple(config.name for config in CONFIGS)
 
 _BUILDERS: dict[str, Builder] = {
     "inception_v3": _keras_app_builder("inception_v3"),

@@ -1,7 +1,9 @@
-"""`benchmark.py --list`: the registered backbones, ensembles and presets.
+"""The registered backbones as a table (`benchmark.py --list` prints it before the ensembles and
+presets, which belong to their own stages).
 
-`python -m zoo.cli --costs [NAME ...]` also measures build time, parameters and FLOPs per
-backbone at its native size (for the report's cost table and release notes).
+`python -m zoo.cli` prints the table; `python -m zoo.cli --costs [NAME ...]` measures build time,
+parameters and FLOPs per backbone at its native size (for the report's cost table and release
+notes).
 """
 
 from __future__ import annotations
@@ -15,13 +17,8 @@ from tabulate import tabulate
 
 from zoo.registry import BackboneConfig, get_config, list_backbones
 
-# Owned by the ensembles and training stages; listed here so --list needs no TensorFlow.
-ENSEMBLES = ("soft_voting", "hard_voting", "weighted_voting", "stacking")
-PRESETS = {
-    "native": "native input sizes, GPU-sized epochs, ImageNet weights",
-    "paper": "the source study's literal settings",
-    "smoke": "CPU-sized run on synthetic data, weights=None",
-}
+BACKBONE_HEADERS = ("backbone", "input size", "min size", "preprocessing", "params (1000-class)",
+                    "weights source", "kind")
 
 
 def weights_source(config: BackboneConfig) -> str:
@@ -35,7 +32,7 @@ def weights_source(config: BackboneConfig) -> str:
 
 
 def backbone_rows() -> list[list[object]]:
-    """One row per registered backbone for the --list table."""
+    """One row per registered backbone for the --list table (columns: `BACKBONE_HEADERS`)."""
     return [
         [
             config.name,
@@ -44,33 +41,15 @@ def backbone_rows() -> list[list[object]]:
             config.preprocessing,
             f"{config.params_1000:,}",
             weights_source(config),
+            config.kind,
         ]
         for config in map(get_config, list_backbones())
     ]
 
 
-def run_list(args: argparse.Namespace) -> int:
-    """Print the backbones table, then the ensembles and presets. Returns 0."""
-    del args  # --list takes no options
-    print(
-        tabulate(
-            backbone_rows(),
-            headers=[
-                "backbone",
-                "input size",
-                "min size",
-                "preprocessing",
-                "params (1000-class)",
-                "weights source",
-            ],
-        )
-    )
-    print()
-    print("ensembles (ensembles stage): " + ", ".join(ENSEMBLES))
-    print("presets (training stage):")
-    for name, text in PRESETS.items():
-        print(f"  {name:<7} {text}")
-    return 0
+def backbone_table() -> str:
+    """The registered backbones as a plain-text table (`benchmark.py --list`)."""
+    return tabulate(backbone_rows(), headers=list(BACKBONE_HEADERS))
 
 
 def run_costs(names: list[str]) -> int:
@@ -105,7 +84,7 @@ def run_costs(names: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m zoo.cli [--costs [NAME ...]]`."""
+    """`python -m zoo.cli [--costs [NAME ...]]`: the backbone table, or their measured costs."""
     parser = argparse.ArgumentParser(prog="python -m zoo.cli", description=__doc__)
     parser.add_argument(
         "--costs",
@@ -116,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.costs is not None:
         return run_costs(args.costs or list_backbones())
-    return run_list(args)
+    print(backbone_table())
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The backbone registry: name -> frozen config + builder.
 
-Importing this module (and `zoo.get_config` / `zoo.list_backbones`) does not import Keras: the
-builders import it lazily, so data preparation can read a backbone's input size and
-preprocessing mode cheaply.
+The registry is the one list of backbones: every registered backbone is an entry that
+`benchmark.py --all` can train (training.entries), that ensembles pick by default when its kind is
+"backbone", and that the report describes. Importing this module (and `zoo.get_config` /
+`zoo.list_backbones`) does not import Keras: the builders import it lazily, so data preparation
+can read a backbone's input size and preprocessing mode cheaply.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from zoo.errors import DuplicateBackboneError, ZooValueError
 
 PREPROCESSING_MODES = ("tf", "caffe", "torch", "unit")
 HASH_ALGORITHMS = ("md5", "sha256")
+# "backbone": fine-tuned, a default ensemble member; "baseline": trained and reported as a
+# baseline, an ensemble member only when named (--members).
+KINDS = ("backbone", "baseline")
 
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """Everything per backbone that the other stages need to know (DESIGN.md).
+    """Everything per backbone that the other stages need to know.
 
     Attributes:
         name: registry key (snake_case).
@@ -41,6 +46,9 @@ class BackboneConfig:
         licence: licence of the architecture code / pretrained weights.
         pretrained: whether ImageNet weights exist (False for the from-scratch CNN).
         square_only: whether non-square inputs are refused.
+        kind: "backbone" (fine-tuned; the ensembles' default members) or "baseline" (e.g. the
+            from-scratch CNN: trained and reported as a baseline). The trainer records it in the
+            entry's metrics.json.
     """
 
     name: str
@@ -58,6 +66,7 @@ class BackboneConfig:
     licence: str
     pretrained: bool
     square_only: bool = False
+    kind: str = "backbone"
 
     def __post_init__(self) -> None:
         if self.preprocessing not in PREPROCESSING_MODES:
@@ -69,6 +78,10 @@ class BackboneConfig:
             raise ZooValueError(
                 f"backbone {self.name!r}: hash_algorithm {self.hash_algorithm!r} is not one of "
                 f"{', '.join(HASH_ALGORITHMS)}"
+            )
+        if self.kind not in KINDS:
+            raise ZooValueError(
+                f"backbone {self.name!r}: kind {self.kind!r} is not one of {', '.join(KINDS)}"
             )
         if not 1 <= self.min_size <= self.input_size:
             raise ZooValueError(
@@ -120,9 +133,22 @@ def unregister(name: str) -> None:
     del _REGISTRY[name]
 
 
-def list_backbones() -> list[str]:
-    """The registered backbone names, in registration order."""
-    return list(_REGISTRY)
+def list_backbones(kind: str | None = None) -> list[str]:
+    """The registered backbone names, in registration order (the study's six come first).
+
+    Args:
+        kind: only backbones of this kind ("backbone" or "baseline"); None: all.
+
+    Returns:
+        The names.
+    """
+    return [name for name, (config, _) in _REGISTRY.items() if kind in (None, config.kind)]
+
+
+def registered_kind(name: str) -> str | None:
+    """The kind of a registered backbone, or None for a name that is not registered."""
+    entry = _REGISTRY.get(name) if isinstance(name, str) else None
+    return entry[0].kind if entry is not None else None
 
 
 def get_config(name: str) -> BackboneConfig:

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 import benchmark
-from data_utils.cli import default_out, run_download
+from core.rundir import find_run_dir
+from data_utils.cli import run_download
 
 REPO = Path(benchmark.__file__).resolve().parent
 
@@ -87,14 +88,29 @@ def test_prepare_image_split_and_folds(sample_dir, tmp_path, capsys):
 
 def test_prepare_synthetic_default_out_and_default_size(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert benchmark.main(["--prepare", "--synthetic-images", "21", "--workers", "1"]) == 0
+    assert benchmark.main(["--prepare", "--dataset", "synthetic", "--synthetic-images", "21",
+                           "--workers", "1"]) == 0
     printed = capsys.readouterr().out
     assert "Dataset synthetic" in printed and "Image cache 299x299" in printed
-    out = tmp_path / default_out("synthetic", None)
+    out = tmp_path / find_run_dir(None, "synthetic", None, existing=False).root
     assert out == tmp_path / "runs" / "synthetic-native"
     card = json.loads((out / "dataset.json").read_text())
     assert card["dataset"] == "synthetic" and card["synthetic_images"] == 21
     assert card["images"]["total"] == 21 and all(card["class_totals"][c] >= 2 for c in card["class_totals"])
+
+
+def test_prepare_without_dataset_follows_the_run_directory_rule(tmp_path, monkeypatch, capsys):
+    """One rule for every action (core.rundir): without --dataset, --preset smoke means the
+    synthetic set (runs/synthetic-smoke) and the other presets ham10000, which needs --data-dir
+    (before, --prepare alone fell back to the synthetic set, unlike --all and --report)."""
+    monkeypatch.chdir(tmp_path)
+    assert _prepare("--preset", "smoke", "--synthetic-images", "21", "--image-size", "32") == 0
+    assert (tmp_path / "runs" / "synthetic-smoke" / "splits.csv").is_file()
+    capsys.readouterr()
+    assert _prepare("--synthetic-images", "21") == 2
+    err = capsys.readouterr().err
+    assert "no --dataset given: --prepare uses ham10000" in err and err.count("\n") == 1
+    assert "--dataset synthetic (or --preset smoke)" in err
 
 
 def test_missing_data_dir_is_one_line_error(capsys):
@@ -119,10 +135,10 @@ def test_bad_metadata_subprocess_exit_2_no_traceback(make_ham, tmp_path):
 
 
 def test_run_download_delegates(monkeypatch):
-    import data_utils.download as download
+    import data_utils.download_cli as download_cli
 
     seen = []
-    monkeypatch.setattr(download, "download_command", lambda args: seen.append(args) or 7)
+    monkeypatch.setattr(download_cli, "download_command", lambda args: seen.append(args) or 7)
     assert run_download("ARGS") == 7 and seen == ["ARGS"]
 
 

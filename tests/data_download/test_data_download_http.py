@@ -20,17 +20,14 @@ from PIL import Image
 
 import benchmark
 from core.errors import DownloadError
-from data_utils import download
+from core.facts import LICENCE, citations
+from data_utils import sources, verify
 from data_utils.archives import UnsafeArchiveError
-from data_utils.download import (
-    BASE_URL_ENV,
-    FILES,
-    download_dataset,
-    download_file,
-    files_for,
-    is_verified,
-)
+from data_utils.download import BASE_URL_ENV, download_dataset
+from data_utils.fetch import download_file
 from data_utils.readers import read_ham10000, read_isic2018
+from data_utils.sources import FILES, RemoteFile, files_for
+from data_utils.verify import is_verified
 
 INDEX_PATH = ("/api/datasets/:persistentId/versions/:latest-published/files"
               "?persistentId=doi:10.7910/DVN/DBW86T")
@@ -126,7 +123,7 @@ ISIC_COUNTS = {"ISIC2018_Task3_Training_Input.zip": (4,),
 HAM_COUNTS = {"HAM10000_images_part_1.zip": (3,), "HAM10000_images_part_2.zip": (2,)}
 
 
-def _tiny_table() -> tuple[download.RemoteFile, ...]:
+def _tiny_table() -> tuple[RemoteFile, ...]:
     counts = {**ISIC_COUNTS, **HAM_COUNTS}
     return tuple(dataclasses.replace(row, expected_images=counts[row.name])
                  if row.name in counts else row for row in FILES)
@@ -152,7 +149,7 @@ def _isic_payloads() -> dict[str, bytes]:
 
 @pytest.fixture()
 def isic_server(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> FakeServer:
-    monkeypatch.setattr(download, "FILES", _tiny_table())
+    monkeypatch.setattr(sources, "FILES", _tiny_table())
     for name, data in _isic_payloads().items():
         server.files["/" + name] = data
     return server
@@ -245,7 +242,7 @@ def test_isic_download_extract_verify_then_rerun_fetches_nothing(
     def no_rehash(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("verified file was hashed again")
 
-    monkeypatch.setattr(download, "_hash_file", no_rehash)
+    monkeypatch.setattr(verify, "hash_file", no_rehash)
     before = len(isic_server.requests)
     again = download_dataset("isic2018", data, base_url=isic_server.url, progress=False)
     assert len(isic_server.requests) == before
@@ -270,7 +267,7 @@ def test_changed_archive_is_rehashed_and_downloaded_again(isic_server: FakeServe
 
 def test_ham10000_from_dataverse_file_list_gives_the_official_layout(
         server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(download, "FILES", _tiny_table())
+    monkeypatch.setattr(sources, "FILES", _tiny_table())
     _ham_server(server)
     data = tmp_path / "ham"
     summary = download_dataset("ham10000", data, base_url=server.url.rstrip("/"), progress=False)
@@ -296,7 +293,7 @@ def test_ham10000_from_dataverse_file_list_gives_the_official_layout(
 
 def test_dataverse_md5_mismatch_is_refused(server: FakeServer, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(download, "FILES", _tiny_table())
+    monkeypatch.setattr(sources, "FILES", _tiny_table())
     payloads = _ham_server(server, md5_override="f" * 32)
     data = tmp_path / "ham"
     with pytest.raises(DownloadError) as err:
@@ -374,8 +371,8 @@ def test_table_checksum_is_enforced_by_download_dataset(isic_server: FakeServer,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     name = "ISIC2018_Task3_Training_LesionGroupings.csv"
     table = tuple(dataclasses.replace(r, sha256="a" * 64) if r.name == name else r
-                  for r in download.FILES)
-    monkeypatch.setattr(download, "FILES", table)
+                  for r in sources.FILES)
+    monkeypatch.setattr(sources, "FILES", table)
     with pytest.raises(DownloadError, match=f"{name}: SHA-256 mismatch, expected {'a' * 64}"):
         download_dataset("isic2018", tmp_path, base_url=isic_server.url, progress=False, retries=0)
     assert not (tmp_path / name).exists()
@@ -440,6 +437,8 @@ def test_cli_download_prints_licence_citation_and_next_step(
     assert "1,511" in out  # the note on the public test set's image count
     assert "CC BY-NC 4.0" in out and "CC BY-NC-SA 4.0" in out
     assert "doi:10.1038/sdata.2018.161" in out and "arXiv:1902.03368" in out
+    # the wording every report closes with (core.facts)
+    assert LICENCE in out and all(f"  - {c}" in out for c in citations("isic2018"))
     assert f"python benchmark.py --prepare --dataset isic2018 --data-dir {data}" in out
     assert len(isic_server.requests) == 7
 
@@ -448,7 +447,7 @@ def test_cli_download_prints_licence_citation_and_next_step(
     ("argv", "expected"),
     [
         (["--download", "--dataset", "isic2018"], "--download needs --data-dir DIR"),
-        (["--download", "--data-dir", "DIR"], "--download needs --dataset isic2018 or ham10000"),
+        (["--download", "--data-dir", "DIR"], "--download needs --dataset ham10000 or isic2018"),
         (["--download", "--dataset", "synthetic", "--data-dir", "DIR"],
          "synthetic dataset is generated, not downloaded"),
     ],
@@ -469,3 +468,10 @@ def test_cli_unknown_dataset_is_an_argparse_error(capsys: pytest.CaptureFixture[
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "invalid choice: 'kaggle'" in err
+
+
+def test_citations_per_dataset_and_for_reports() -> None:
+    ham, = citations("ham10000")
+    assert "doi:10.1038/sdata.2018.161" in ham
+    assert citations("isic2018")[0] == ham and "arXiv:1902.03368" in citations("isic2018")[1]
+    assert citations() == citations("isic2018")  # a report cites both releases, once each

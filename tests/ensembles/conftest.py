@@ -83,16 +83,6 @@ def tree_snapshot() -> Callable[[Path], dict[str, bytes]]:
     return snapshot
 
 
-@pytest.fixture
-def has_reports() -> bool:
-    """Whether core.entry_metrics.write_entry_metrics can be imported (integration in progress)."""
-    try:
-        from core.entry_metrics import write_entry_metrics  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 # HAM10000 at 80/10/10: 10,015 images -> 8,012 train (no prediction files), 1,002 val, 1,001 test.
 HAM_VAL, HAM_TEST = 1002, 1001
 

@@ -89,10 +89,8 @@ def _read_and_write_only(run: Path) -> None:
 
 @pytest.fixture
 def no_report_figures(monkeypatch):
-    try:
-        import reports.build
-    except ImportError:
-        return
+    import reports.build
+
     monkeypatch.setattr(reports.build, "build_report", lambda run_dir, **kwargs: None)
 
 

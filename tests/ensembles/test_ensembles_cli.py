@@ -21,6 +21,7 @@ from ensembles.build import build_ensembles
 from ensembles.errors import EnsembleError
 from ensembles.fitfile import load_fit
 from ensembles.members import read_aligned_split
+from ensembles.registry import ESTIMATORS
 
 HEADER = "image_id,lesion_id,label,akiec,bcc,bkl,df,mel,nv,vasc\n"
 # Validation: 8 images of 4 lesions; each member is right on some and wrong on others.
@@ -107,31 +108,20 @@ def _exact_proba(path: Path) -> np.ndarray:
 
 
 @pytest.fixture(autouse=True)
-def report_calls(monkeypatch, has_reports) -> list[tuple]:
-    """Record build_report calls instead of drawing the figures (the reports helper tests those;
-    they take tens of seconds here). results.csv and metrics.json are still written for real."""
-    calls: list[tuple] = []
-    if has_reports:
-        import reports.build
+def no_report_figures(monkeypatch) -> None:
+    """--ensemble then refreshes the report (pipeline.ensemble_action, tested in tests/pipeline):
+    skip its figures here, they take tens of seconds (the reports tests draw them)."""
+    import reports.build
 
-        def fake_build_report(run_dir, **kwargs):
-            calls.append((Path(run_dir), kwargs))
-            return Path(run_dir) / "report.md"
-
-        monkeypatch.setattr(reports.build, "build_report", fake_build_report)
-    return calls
+    monkeypatch.setattr(reports.build, "build_report",
+                        lambda run_dir, **kwargs: Path(run_dir) / "report.md")
 
 
-def test_all_four_on_hand_made_files(tmp_path, capsys, has_reports, report_calls):
+def test_all_four_on_hand_made_files(tmp_path, capsys):
     run = write_hand_made_run(tmp_path / "run")
     argv = ["--ensemble", "all", "--out", str(run), "--bootstrap", "20", "--rank-by", "accuracy"]
     assert benchmark.main(argv) == 0
     assert RunDir(run).ensemble_names() == sorted(ENSEMBLE_NAMES)
-    if has_reports:
-        assert report_calls == [(run, {"rank_by": "accuracy", "n_resamples": 20, "seed": 0,
-                                       "reference": None})]
-        results = pd.read_csv(run / "results.csv")
-        assert set(ENSEMBLE_NAMES) <= set(results.iloc[:, 0]) | set(results.get("entry", []))
 
     soft = read_predictions(run / "ensembles/soft_voting/predictions_test.csv")
     assert soft.image_id.tolist() == ["T1", "T2", "T3"] and soft.prediction is None
@@ -161,11 +151,11 @@ def test_all_four_on_hand_made_files(tmp_path, capsys, has_reports, report_calls
         assert fit["fit_size"] == (8 if learned else 0)
         assert fit["val_in_sample"] is learned
         assert set(fit["member_files"]["xception"]) == {"val", "test"}
-        if has_reports:
-            metrics = json.loads((run / "ensembles" / name / "metrics.json").read_text())
-            assert metrics["kind"] == "ensemble" and metrics["members"] == MEMBERS
-            assert metrics["fit_split"] == fit["fit_split"] and metrics["status"] == "ok"
-            assert metrics["val_in_sample"] is learned
+        metrics = json.loads((run / "ensembles" / name / "metrics.json").read_text())
+        assert metrics["kind"] == "ensemble" and metrics["members"] == MEMBERS
+        assert metrics["fit_split"] == fit["fit_split"] and metrics["status"] == "ok"
+        assert metrics["val_in_sample"] is learned
+        assert metrics["description"] == ESTIMATORS[name].description != ""
     stacking = json.loads((run / "ensembles/stacking/fit.json").read_text())
     assert stacking["fit_lesions"] == 4 and stacking["state"]["cv"]["scheme"] == "GroupKFold"
 
@@ -212,7 +202,7 @@ def test_shuffled_rows_and_member_order_give_identical_files(synthetic_run):
             assert (first / relative).read_bytes() == (second / relative).read_bytes()
 
 
-def test_stacking_fits_on_out_of_fold_predictions_when_present(synthetic_run, has_reports):
+def test_stacking_fits_on_out_of_fold_predictions_when_present(synthetic_run):
     run = synthetic_run(members=["inception_v3", "xception"], n_val=30, n_test=30, n_oof=80)
     assert build_ensembles(run, ["stacking", "weighted_voting"], n_resamples=10) == [
         "weighted_voting", "stacking"]
@@ -222,9 +212,8 @@ def test_stacking_fits_on_out_of_fold_predictions_when_present(synthetic_run, ha
     assert set(stacking["member_files"]["xception"]) == {"val", "test", "oof"}
     weighted = json.loads((run / "ensembles/weighted_voting/fit.json").read_text())
     assert weighted["fit_split"] == "val" and weighted["fit_size"] == 30
-    if has_reports:
-        metrics = json.loads((run / "ensembles/stacking/metrics.json").read_text())
-        assert metrics["fit_split"] == "oof" and metrics["val_in_sample"] is False
+    metrics = json.loads((run / "ensembles/stacking/metrics.json").read_text())
+    assert metrics["fit_split"] == "oof" and metrics["val_in_sample"] is False
 
 
 def _drop_column(frame):
@@ -369,11 +358,9 @@ def test_no_tensorflow_or_keras_is_imported(tmp_path):
     run = write_hand_made_run(tmp_path / "run")
     code = (
         "import sys, benchmark, ensembles, ensembles.build, ensembles.cli, ensembles.fitfile\n"
-        "try:\n"  # the report's figures are the reports helper's to test (and slow)
-        "    import reports.build\n"
-        "    reports.build.build_report = lambda run_dir, **kwargs: None\n"
-        "except ImportError:\n"
-        "    pass\n"
+        # the report's figures are the reports tests' to draw (and slow)
+        "import reports.build\n"
+        "reports.build.build_report = lambda run_dir, **kwargs: None\n"
         f"rc = benchmark.main(['--ensemble', 'hard_voting', '--out', {str(run)!r}, '--bootstrap', "
         "'10'])\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"

@@ -13,7 +13,6 @@ from core.errors import PredictionFileError, RunDirError
 from core.rundir import RunDir
 from ensembles.errors import EnsembleError
 from ensembles.members import (
-    DEFAULT_BACKBONES,
     load_members,
     read_aligned_split,
     resolve_members,
@@ -25,10 +24,14 @@ def _csv(run, member, split="val"):
     return run / "models" / member / f"predictions_{split}.csv"
 
 
+STUDY_BACKBONES = ["inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large"]
+
+
 def test_default_members_are_the_backbones_present_sorted(synthetic_run):
-    run = synthetic_run(members=[*DEFAULT_BACKBONES, "paper_cnn", "inception_resnet_v2+svm"],
+    # No metrics.json (hand-made prediction folders): the zoo registry's kinds decide.
+    run = synthetic_run(members=[*STUDY_BACKBONES, "paper_cnn", "inception_resnet_v2+svm"],
                         n_val=6, n_test=4)
-    assert resolve_members(RunDir(run)) == sorted(DEFAULT_BACKBONES)
+    assert resolve_members(RunDir(run)) == sorted(STUDY_BACKBONES)
     # Baselines join only when named; the order given does not matter.
     named = resolve_members(RunDir(run), ["xception", "paper_cnn", "inception_resnet_v2+svm"])
     assert named == ["inception_resnet_v2+svm", "paper_cnn", "xception"]
@@ -44,6 +47,19 @@ def test_failed_entries_and_other_backbones_by_kind(synthetic_run):
                                             "status 'failed'.*usable members: efficientnet"):
         resolve_members(RunDir(run), ["nasnet_large", "xception"])
     assert survey_models(RunDir(run))["nasnet_large"].usable is False
+
+
+def test_the_recorded_kind_wins_over_the_registry(synthetic_run):
+    run = synthetic_run(members=["inception_v3", "xception", "paper_cnn", "my_net"], n_val=6,
+                        n_test=4)
+    (run / "models" / "xception" / "metrics.json").write_text(json.dumps({"kind": "baseline"}))
+    (run / "models" / "paper_cnn" / "metrics.json").write_text(json.dumps({"kind": "backbone"}))
+    (run / "models" / "my_net" / "metrics.json").write_text(json.dumps({"status": "ok"}))
+    # my_net records no kind and is not registered: not a default member.
+    assert resolve_members(RunDir(run)) == ["inception_v3", "paper_cnn"]
+    with pytest.raises(EnsembleError, match="entries of kind backbone .*only 1 usable one"):
+        (run / "models" / "paper_cnn" / "metrics.json").write_text(json.dumps({"kind": "baseline"}))
+        resolve_members(RunDir(run))
 
 
 def test_member_refusals(synthetic_run, tmp_path):

@@ -138,7 +138,7 @@ def test_fit_files_before_the_convention_still_load(tmp_path):
     assert np.array_equal(loaded.predict_proba([A, B]), model.predict_proba([A, B]))
 
 
-def test_build_records_objectives_and_hard_votings_missing_probabilities(synthetic_run, has_reports):
+def test_build_records_objectives_and_hard_votings_missing_probabilities(synthetic_run):
     run = synthetic_run(members=("inception_v3", "xception", "paper_cnn"), n_val=80, n_test=40)
     build_ensembles(run, "all", n_resamples=20)
     fits = {name: json.loads((run / "ensembles" / name / "fit.json").read_text())
@@ -148,8 +148,6 @@ def test_build_records_objectives_and_hard_votings_missing_probabilities(synthet
     assert fits["stacking"]["state"]["objective"] == "class-balanced log loss"
     assert fits["stacking"]["state"]["class_weight"] == "balanced"
     assert fits["stacking"]["state"]["cv"]["scoring"] == "neg_class_balanced_log_loss"
-    if not has_reports:
-        pytest.skip("core.entry_metrics not importable: metrics.json not written")
     metrics = {name: json.loads((run / "ensembles" / name / "metrics.json").read_text())
                for name in ("hard_voting", "soft_voting", "stacking")}
     assert metrics["hard_voting"]["probabilities"] is False

@@ -17,6 +17,7 @@ from core.atomic import atomic_write_csv, atomic_write_json, read_json
 from core.classes import CLASSES
 from core.predictions import make_predictions, write_predictions
 from core.rundir import RunDir
+from ensembles.registry import ESTIMATORS
 
 HAM_MIX = np.array([327, 514, 1099, 115, 1113, 6705, 142], dtype=float) / 10015
 
@@ -115,6 +116,8 @@ def make_run(
                     "kind": kind, "status": "ok", "params": 5.4e7 if kind == "backbone" else 1e6,
                     "flops_per_image": 2.6e10, "train_seconds": 3725.0, "batch_size": 32,
                     "inference_images_per_s": 210.5, "fingerprint": "abc123",
+                    **({"description": f"{name} as its trainer describes it"}
+                       if kind == "baseline" else {}),
                 })
             if histories and kind == "backbone":
                 atomic_write_csv(run.model_dir(name) / "history.csv", _history(rng, (3, 4)))
@@ -142,6 +145,9 @@ def make_run(
         if name == "stacking":
             fit.update(C=1.0, fit_split="oof", fit_size=n_val)
         atomic_write_json(run.ensemble_dir(name) / "fit.json", fit)
+        if run_files:  # what ensembles.build records
+            atomic_write_json(run.ensemble_dir(name) / "metrics.json", {
+                "kind": "ensemble", "status": "ok", "description": ESTIMATORS[name].description})
     if run_files:
         atomic_write_json(run.run_json, {
             "config": {"dataset": "synthetic", "split": split, "preset": "smoke", "seed": seed},

@@ -13,7 +13,9 @@ from core.atomic import atomic_write_json, read_json
 from core.classes import ISIC_COLUMNS
 from core.entry_metrics import write_entry_metrics
 from core.errors import RunDirError
-from reports.build import ReportError, build_report, rankable_metrics
+from core.facts import LICENCE, citations
+from reports.build import build_report
+from reports.options import ReportError, rankable_metrics
 from reports.results import IDENTITY_COLUMNS, write_results_csv
 
 SMALL = {"backbones": {"inception_resnet_v2": 2.0, "xception": 1.5},
@@ -55,6 +57,10 @@ def test_predictions_only_run(bare):
     assert "not recorded (no run.json)" in text
     assert "For research; not for clinical diagnosis." in text
     assert "CC BY-NC 4.0" in text
+    # the licence and citations `--download` prints (core.facts), worded the same
+    assert LICENCE in text and all(c in text for c in citations())
+    # without descriptions in metrics.json, an ensemble's method is its name
+    assert re.search(r"\| soft_voting +\| soft_voting +\|", text)
     assert "inflated by lesion leakage" not in text
     # every relative link points at a file that exists
     links = _links(text)
@@ -64,7 +70,7 @@ def test_predictions_only_run(bare):
     for name in ("ranking", "roc_macro_comparison", "reliability", "roc_xception",
                  "confusion_paper_cnn"):
         assert (run.figures_dir / f"{name}.png").stat().st_size > 10_000
-    # metrics.json in DESIGN.md's layout
+    # metrics.json in core.entry_metrics' layout
     metrics = read_json(run.model_dir("xception") / "metrics.json")
     assert {"val", "test", "status", "kind"} <= set(metrics)
     assert metrics["kind"] == "backbone" and metrics["status"] == "ok"
@@ -102,6 +108,7 @@ def test_full_run_directory(synthetic_run, tmp_path):
     assert "**Verdict.** InceptionResNetV2 ranks" in text
     assert "Holm p" in text
     assert re.search(r"\| soft_voting +\| mean of the members' probabilities", text)
+    assert re.search(r"\| paper_cnn +\| paper_cnn as its trainer describes it", text)
     assert "fixed rule" in text
     for link in _links(text):
         assert (run.root / link).is_file(), link
@@ -133,6 +140,7 @@ def test_rank_by_lower_is_better_and_unknown_metric(synthetic_run, tmp_path):
     text = build_report(run.root, rank_by="log_loss", n_resamples=50, figures=False).read_text()
     ranking = text[text.index("## 2."): text.index("## 3.")]
     assert "lower is better" in ranking
+    assert f"--report --out {run.root.as_posix()} --rank-by log_loss\n" in text
     assert ranking.index("inception_resnet_v2") < ranking.index("xception")
     with pytest.raises(ReportError, match="not a metric.*balanced_accuracy.*log_loss"):
         build_report(run.root, rank_by="accuracy_typo")

@@ -196,3 +196,5 @@ def test_cli_reference_option(synthetic_run, tmp_path, capsys):
     assert set(frame["other"]) == {"inception_resnet_v2", "inception_v3", "paper_cnn"}
     text = run.report_md.read_text(encoding="utf-8")
     assert "## 3. `xception` vs the rest" in text and "| **xception**" in text
+    # the rebuild command keeps the reference (reports.sections, shared with the grid report)
+    assert f"python benchmark.py --report --out {run.root.as_posix()} --reference xception\n" in text

@@ -22,8 +22,8 @@ from core.errors import RunDirError
 from core.predictions import make_predictions, read_predictions, write_predictions
 from core.rundir import RunDir
 from reports.baseline import run_metrics
-from reports.build import ReportError, build_report
-from reports.results import write_results_csv
+from reports.build import build_report, refresh_results_csv
+from reports.options import ReportError
 
 REPO = Path(__file__).resolve().parents[2]
 ENTRIES = {"backbones": {"inception_resnet_v2": 2.0, "xception": 1.5},
@@ -265,7 +265,7 @@ def test_missing_replicate_stale_metrics_and_lower_is_better(synthetic_grid, tmp
     write_predictions(predictions, make_predictions(preds.image_id, preds.lesion_id, preds.label,
                                                     preds.proba[:, ::-1]))
     os.utime(predictions, ns=(4 * 10**18, 4 * 10**18))
-    write_results_csv(run)  # on a grid root: refreshes and aggregates
+    refresh_results_csv(run)  # on a grid root: refreshes and aggregates
     assert metrics.stat().st_mtime_ns != 2 * 10**18
     rows = pd.read_csv(run.results_csv).set_index(["entry", "split"])
     assert rows.loc[("xception", "test"), "n_jobs"] == 2

@@ -9,7 +9,8 @@ import pandas as pd
 from core.atomic import atomic_write_csv, atomic_write_json
 from core.rundir import RunDir
 from reports.context import NOT_RECORDED, read_context
-from reports.markdown import _fit_split, _fit_summary, fmt, fmt_ci, fmt_count, fmt_p
+from reports.formatting import fmt, fmt_ci, fmt_count, fmt_p
+from reports.markdown import _fit_split, _fit_summary
 from reports.references import REFERENCES
 
 

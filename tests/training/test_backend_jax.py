@@ -62,7 +62,7 @@ def _task_imports() -> dict:
     from training import policies, presets, protocol
 
     imported_early = "tensorflow" in sys.modules
-    training = presets.resolve_preset("smoke", ["paper_cnn"])["training"]
+    training = presets.resolve_preset("smoke", ["paper_cnn"]).training
     protocol.setup_backend(0, True, "auto")
     tm = protocol.build_training_model("paper_cnn", 64, training)
     phase = policies.Phase("scratch", 1, 1e-3)
@@ -107,6 +107,8 @@ def _tiny_base(input_shape):
 
 def _task_resume(out: str) -> dict:
     """Straight vs killed-and-resumed two-phase training of a tiny BN backbone, plus its SVM."""
+    from dataclasses import replace
+
     import keras
 
     import zoo
@@ -115,6 +117,7 @@ def _task_resume(out: str) -> dict:
     from data_utils.splits import make_splits
     from data_utils.synthetic import generate_synthetic
     from training import presets, protocol, svm_baseline
+    from training.settings import RunConfig
 
     zoo.register(zoo.BackboneConfig(
         name=TINY, display_name="Tiny BN test net", input_size=TINY_SIZE, min_size=16,
@@ -130,12 +133,11 @@ def _task_resume(out: str) -> dict:
     # The largest batch size up to 8 that divides the training split: one compiled step shape.
     batch = max(b for b in range(1, 9) if len(data.train) % b == 0)
     resolved = presets.resolve_preset("smoke", ["paper_cnn"])
-    resolved["training"].update(
-        {"batch_size": batch, "phase1_epochs": 1, "phase2_epochs": 2, "warmup_epochs": 0,
-         "early_stopping_patience": 0, "unfreeze_fraction": 0.5,
-         "image_size": {TINY: TINY_SIZE}})
-    config = {"seed": 0, "deterministic": True, "weights": None, "weights_dir": None,
-              "training": resolved["training"], "svm": resolved["svm"]}
+    training = replace(resolved.training, batch_size=batch, phase1_epochs=1, phase2_epochs=2,
+                       warmup_epochs=0, early_stopping_patience=0, unfreeze_fraction=0.5,
+                       image_size={TINY: TINY_SIZE})
+    config = RunConfig(seed=0, deterministic=True, weights=None, weights_dir=None,
+                       training=training, svm=resolved.svm)
     out = Path(out)
 
     class _KillThirdEpoch(keras.callbacks.Callback):  # phase 2's second epoch
@@ -189,6 +191,7 @@ def rundir(tmp_path_factory) -> Path:
     from core.atomic import atomic_write_json
     from data_utils.prepare import prepare
     from training import presets
+    from training.settings import RunConfig
 
     out = tmp_path_factory.mktemp("jax") / "run"
     data_dir = Path(os.environ["DERMBENCH_CACHE"]) / f"training-synth-{N_IMAGES}"
@@ -199,9 +202,9 @@ def rundir(tmp_path_factory) -> Path:
     resolved = presets.resolve_preset("smoke", ["inception_v3"], epochs=1, batch_size=batch)
     keys = ("dataset", "data_dir", "split", "ratios", "folds", "seed", "test_set",
             "allow_missing", "synthetic_images")
-    config = {**{k: prepared.card[k] for k in keys}, "resize_mode": "square", "preset": "smoke",
-              "entries": ["inception_v3"], "deterministic": True, "weights": None,
-              "weights_dir": None, "training": resolved["training"], "svm": resolved["svm"]}
+    config = RunConfig(preset="smoke", entries=("inception_v3",), deterministic=True,
+                       training=resolved.training, svm=resolved.svm).to_dict()
+    config.update({k: prepared.card[k] for k in keys})  # the prepared data, as run.json has it
     atomic_write_json(out / "run.json", {"config": config, "fingerprint": "fp-jax"})
     return out
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -25,6 +26,7 @@ from data_utils.cache import build_cache
 from data_utils.readers import read_dataset
 from data_utils.synthetic import generate_synthetic
 from training import policies, presets, protocol
+from training.settings import RunConfig
 
 N_IMAGES = 56
 SIZE = 64
@@ -69,9 +71,9 @@ def setup():
     data = protocol.EntryData(images=cache.images, train=part(rows), val=part(small),
                               test=part(small + 8))
     resolved = presets.resolve_preset("smoke", ["paper_cnn"])
-    training = {**resolved["training"], "batch_size": BATCH, "scratch_epochs": EPOCHS,
-                "early_stopping_patience": 0}
-    config = {"seed": 0, "deterministic": False, "weights": None, "training": training}
+    training = replace(resolved.training, batch_size=BATCH, scratch_epochs=EPOCHS,
+                       early_stopping_patience=0)
+    config = RunConfig(seed=0, deterministic=False, weights=None, training=training)
     return data, config
 
 
@@ -85,10 +87,10 @@ def _ours(setup, tmp_path) -> float:
 
 def _bare(setup) -> float:
     data, config = setup
-    training = config["training"]
+    training = config.training
     protocol.setup_backend(0, False, "off")
     tm = protocol.build_training_model("paper_cnn", SIZE, training)
-    phase = policies.Phase("scratch", EPOCHS, training["scratch_lr"])
+    phase = policies.Phase("scratch", EPOCHS, training.scratch_lr)
     protocol.configure_phase(tm, phase, training)
     protocol.compile_phase(tm, training, phase, STEPS)
     x = np.array(data.images[data.train.rows])

@@ -34,6 +34,7 @@ from training.distribution import (
     data_parallel,
     visible_devices,
 )
+from training.settings import RunConfig
 
 REPO = Path(__file__).resolve().parents[2]
 N_IMAGES = 42
@@ -156,9 +157,9 @@ def rundir(tmp_path_factory) -> Path:
     resolved = presets.resolve_preset("smoke", ["paper_cnn"], epochs=1, batch_size=24)
     keys = ("dataset", "data_dir", "split", "ratios", "folds", "seed", "test_set",
             "allow_missing", "synthetic_images")
-    config = {**{k: prepared.card[k] for k in keys}, "resize_mode": "square", "preset": "smoke",
-              "entries": ["paper_cnn"], "deterministic": False, "weights": None,
-              "weights_dir": None, "training": resolved["training"], "svm": resolved["svm"]}
+    config = RunConfig(preset="smoke", entries=("paper_cnn",), training=resolved.training,
+                       svm=resolved.svm).to_dict()
+    config.update({k: prepared.card[k] for k in keys})  # the prepared data, as run.json has it
     atomic_write_json(out / "run.json", {"config": config, "fingerprint": "fp-devices"})
     return out
 
@@ -196,7 +197,7 @@ def _check_data_parallel_entry(out: Path, backend: str) -> None:
     meta = read_json(out / "run.json")
     from training.worker import _image_table
 
-    table = _image_table(meta["config"])  # the worker's own cache (a cache hit here)
+    table = _image_table(RunConfig.from_dict(meta["config"]))  # the worker's cache (a hit here)
     cache = build_cache(table["path"].tolist(), table["image_id"].tolist(), SIZE, workers=1,
                         progress=False)
     data = protocol.load_entry_data(cache, pd.read_csv(out / "splits.csv", dtype=str))

@@ -13,6 +13,9 @@ from sklearn.metrics import log_loss
 from sklearn.utils.class_weight import compute_sample_weight
 
 from training import svm_baseline
+from training.settings import SvmSettings
+
+ONE_C = SvmSettings(C_grid=(1.0,))
 
 COUNTS = (150, 30, 12)  # lesions per class: imbalanced, like nv against df/vasc
 UNIFORM = np.full(len(COUNTS), 1 / len(COUNTS))
@@ -60,14 +63,14 @@ def test_calibration_folds_never_split_a_lesion():
 def test_fitted_svm_calibrates_on_the_lesion_folds():
     centres, rng, (x, y, groups) = _case(1)
     val_x, val_y, _ = lesion_data(rng, centres)
-    fit = svm_baseline.fit_svm(x, y, val_x, val_y, {"C_grid": [1.0]}, seed=0, train_groups=groups)
+    fit = svm_baseline.fit_svm(x, y, val_x, val_y, ONE_C, seed=0, train_groups=groups)
     used = fit.model[-1].cv  # the CalibratedClassifierCV's folds
     assert _split_lesions(used, groups) == [[]] * len(used)
     assert fit.calibration == {"method": "sigmoid", "scheme": "StratifiedGroupKFold",
                                "groups": "lesion", "folds": 5, "class_weight": "balanced",
                                "prior": "uniform", "left_out_classes": []}
     # Image-level folds (no lesion ids) split most multi-image lesions: what the grouping prevents.
-    ungrouped = svm_baseline.fit_svm(x, y, val_x, val_y, {"C_grid": [1.0]}, seed=0).model[-1].cv
+    ungrouped = svm_baseline.fit_svm(x, y, val_x, val_y, ONE_C, seed=0).model[-1].cv
     multi = {g for g in groups if (groups == g).sum() > 1}
     split = set().union(*map(set, _split_lesions(ungrouped, groups)))
     assert len(split & multi) / len(multi) > 0.5
@@ -82,7 +85,8 @@ def test_class_balanced_probabilities_target_the_uniform_prior():
     weights = compute_sample_weight("balanced", y)
     means, balanced_means = {}, {}
     for class_weight in ("balanced", None):
-        fit = svm_baseline.fit_svm(x, y, val_x, val_y, {"C_grid": [1.0], "class_weight": class_weight},
+        fit = svm_baseline.fit_svm(x, y, val_x, val_y,
+                                   SvmSettings(C_grid=(1.0,), class_weight=class_weight),
                                    seed=0, train_groups=groups)
         proba = svm_baseline.svm_proba(fit.model, x)[:, :len(COUNTS)]
         means[class_weight] = proba.mean(axis=0)
@@ -105,7 +109,7 @@ def test_lesion_folds_calibrate_better_on_new_lesions():
         new_x, new_y, _ = lesion_data(rng, centres, counts=tuple(10 * c for c in COUNTS))
         weights = compute_sample_weight("balanced", new_y)
         for grouped in (True, False):
-            fit = svm_baseline.fit_svm(x, y, new_x[:20], new_y[:20], {"C_grid": [1.0]}, seed=0,
+            fit = svm_baseline.fit_svm(x, y, new_x[:20], new_y[:20], ONE_C, seed=0,
                                        train_groups=groups if grouped else None)
             proba = svm_baseline.svm_proba(fit.model, new_x)[:, :len(COUNTS)]
             losses[grouped].append(log_loss(new_y, proba, labels=[0, 1, 2], sample_weight=weights))
@@ -119,9 +123,10 @@ def test_lesion_folds_calibrate_better_on_new_lesions():
 @pytest.mark.parametrize(
     ("svm", "groups", "message"),
     [
-        ({"C_grid": [1.0], "class_weight": "auto"}, None, "class_weight must be 'balanced' or null"),
-        ({"C_grid": [1.0]}, np.array(["a", "b"]), "one lesion id per training image"),
-        ({"C_grid": []}, None, "C_grid is empty"),
+        (SvmSettings(C_grid=(1.0,), class_weight="auto"), None,
+         "class_weight must be 'balanced' or null"),
+        (ONE_C, np.array(["a", "b"]), "one lesion id per training image"),
+        (SvmSettings(C_grid=()), None, "C_grid is empty"),
     ],
 )
 def test_bad_svm_settings_are_refused(svm, groups, message):

@@ -8,14 +8,9 @@ import pytest
 
 from benchmark import build_parser
 from core.errors import BenchmarkError, DataError
-from training.config import (
-    ConfigError,
-    entry_image_sizes,
-    image_sizes,
-    resolve_config,
-    resolve_entries,
-    resolve_out,
-)
+from training.config import resolve_config, resolve_entries, resolve_out
+from training.presets import resolve_preset
+from training.settings import ConfigError, RunConfig
 
 STUDY_ORDER = ["inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large",
                "paper_cnn", "inception_resnet_v2+svm"]
@@ -30,8 +25,15 @@ TRAINING_KEYS = {"image_size", "preprocessing", "batch_size", "min_batch_size", 
 
 
 def _resolve(*argv: str) -> tuple[dict, object]:
+    """The resolved config as run.json holds it (the typed one is checked to match)."""
     args = build_parser().parse_args(["--all", *argv])
-    return resolve_config(args), args
+    config = resolve_config(args)
+    assert isinstance(config, RunConfig)
+    return config.to_dict(), args
+
+
+def _typed(*argv: str) -> RunConfig:
+    return resolve_config(build_parser().parse_args(["--all", *argv]))
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +48,7 @@ def test_smoke_defaults_to_the_synthetic_set_and_all_seven_entries():
     assert config["entries"] == STUDY_ORDER
     assert config["weights"] is None
     assert config["preset"] == "smoke"
-    assert resolve_out(args, config) == Path("runs/synthetic-smoke")
+    assert resolve_out(args, _typed("--preset", "smoke")) == Path("runs/synthetic-smoke")
     assert set(config) == CONFIG_KEYS
     assert TRAINING_KEYS <= set(config["training"])
     assert set(config["training"]["image_size"]) == set(STUDY_ORDER)
@@ -59,11 +61,11 @@ def test_smoke_defaults_to_the_synthetic_set_and_all_seven_entries():
 def test_smoke_uses_each_backbones_minimum_size():
     import zoo
 
-    config, _ = _resolve("--preset", "smoke")
-    for entry, size in config["training"]["image_size"].items():
+    config = _typed("--preset", "smoke")
+    for entry, size in config.training.image_size.items():
         minimum = zoo.get_config(entry.split("+")[0]).min_size
         assert size == minimum, entry
-    assert image_sizes(config) == tuple(sorted(set(config["training"]["image_size"].values())))
+    assert config.image_sizes() == tuple(sorted(set(config.training.image_size.values())))
 
 
 def test_cli_defaults_of_the_data_options():
@@ -82,11 +84,11 @@ def test_cli_defaults_of_the_data_options():
 def test_overrides_replace_the_preset_values(tmp_path):
     weights = tmp_path / "my.weights.h5"
     weights.write_bytes(b"w")
-    config, args = _resolve(
-        "--preset", "smoke", "--epochs", "3", "--batch-size", "8", "--image-size", "96",
-        "--seed", "5", "--split", "image", "--folds", "3", "--deterministic",
-        "--weights", str(weights), "--weights-dir", str(tmp_path), "--synthetic-images", "120",
-        "--out", str(tmp_path / "run"), "--models", "paper_cnn", "xception")
+    argv = ("--preset", "smoke", "--epochs", "3", "--batch-size", "8", "--image-size", "96",
+            "--seed", "5", "--split", "image", "--folds", "3", "--deterministic",
+            "--weights", str(weights), "--weights-dir", str(tmp_path), "--synthetic-images", "120",
+            "--out", str(tmp_path / "run"), "--models", "paper_cnn", "xception")
+    config, args = _resolve(*argv)
     training = config["training"]
     assert (training["phase1_epochs"], training["phase2_epochs"], training["scratch_epochs"]) \
         == (3, 3, 3)
@@ -101,8 +103,8 @@ def test_overrides_replace_the_preset_values(tmp_path):
     assert config["weights_dir"] == str(tmp_path.resolve())
     assert config["synthetic_images"] == 120
     assert config["entries"] == ["paper_cnn", "xception"]
-    assert resolve_out(args, config) == tmp_path / "run"
-    assert image_sizes(config) == (96,)
+    assert resolve_out(args, _typed(*argv)) == tmp_path / "run"
+    assert _typed(*argv).image_sizes() == (96,)
 
 
 @pytest.mark.parametrize("value, expected", [("none", None), ("NONE", None),
@@ -116,7 +118,7 @@ def test_native_defaults_to_imagenet_weights(tmp_path):
     config, args = _resolve("--dataset", "synthetic")
     assert config["preset"] == "native"
     assert config["weights"] == "imagenet"
-    assert resolve_out(args, config) == Path("runs/synthetic-native")
+    assert resolve_out(args, _typed("--dataset", "synthetic")) == Path("runs/synthetic-native")
     import zoo
 
     assert config["training"]["image_size"]["inception_v3"] == zoo.get_config(
@@ -149,12 +151,20 @@ def test_models_keep_their_order_without_duplicates():
     assert resolve_entries(None) == STUDY_ORDER
 
 
-def test_native_without_a_dataset_says_how_to_get_data(tmp_path, monkeypatch):
+def test_native_without_a_dataset_defaults_to_ham10000_and_says_how_to_get_it(tmp_path,
+                                                                              monkeypatch):
+    """The one run-directory rule (core.rundir): without --dataset the native and paper presets
+    run on ham10000 (before, --all refused to guess; now it looks for data/ham10000)."""
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"--download --dataset ham10000 --data-dir"):
+    with pytest.raises(DataError, match=r"--download --dataset ham10000 --data-dir") as info:
         _resolve()
-    with pytest.raises(ConfigError, match="--preset smoke"):
+    assert "without --dataset the native preset trains on ham10000" in str(info.value)
+    with pytest.raises(DataError, match="--preset smoke"):
         _resolve("--preset", "paper")
+    (tmp_path / "data" / "ham10000").mkdir(parents=True)
+    config, args = _resolve("--preset", "paper")
+    assert config["dataset"] == "ham10000"
+    assert resolve_out(args, _typed("--preset", "paper")) == Path("runs/ham10000-paper")
 
 
 def test_real_data_not_found_says_how_to_download_or_point_at_it(tmp_path, monkeypatch):
@@ -174,7 +184,8 @@ def test_real_data_in_the_conventional_folder_is_found(tmp_path, monkeypatch):
     (tmp_path / "data" / "ham10000").mkdir(parents=True)
     config, args = _resolve("--dataset", "ham10000", "--preset", "paper")
     assert config["data_dir"] == str((tmp_path / "data" / "ham10000").resolve())
-    assert resolve_out(args, config) == Path("runs/ham10000-paper")
+    assert resolve_out(args, _typed("--dataset", "ham10000", "--preset", "paper")) == Path(
+        "runs/ham10000-paper")
     assert set(config["training"]["image_size"].values()) == {224}
     assert config["training"]["preprocessing"] == "unit"
 
@@ -191,13 +202,14 @@ def test_models_do_not_change_the_image_sizes_of_the_config():
     subset, _ = _resolve("--preset", "smoke", "--models", "paper_cnn")
     assert subset["training"]["image_size"] == every["training"]["image_size"]
     assert subset["svm"] == every["svm"]
-    assert image_sizes(subset) == (64,)
+    assert _typed("--preset", "smoke", "--models", "paper_cnn").image_sizes() == (64,)
 
 
 def test_entries_that_cannot_run_at_the_override_size_are_left_out_of_the_sizes():
-    assert entry_image_sizes("smoke", {"resnext101": 32}, 32) == {
+    assert resolve_preset("smoke", ["resnext101"], image_size=32).training.image_size == {
         "resnext101": 32, "nasnet_large": 32}
-    assert entry_image_sizes("paper", {}, None) == {entry: 224 for entry in STUDY_ORDER}
+    assert resolve_preset("paper", []).training.image_size == {
+        entry: 224 for entry in STUDY_ORDER}
 
 
 def test_an_image_size_below_a_backbones_minimum_is_refused():

@@ -18,6 +18,7 @@ from training.executors import (
     visible_gpus,
 )
 from training.runner import EntryOutcome, JobSpec
+from training.settings import RunConfig
 
 
 def test_visible_gpus_reads_cuda_visible_devices_first():
@@ -79,7 +80,7 @@ def test_valid_executor_options_pass():
 
 
 def _specs(n: int) -> list[JobSpec]:
-    return [JobSpec(run_root="/nowhere", entry=f"e{i}", config={}, label=f"job{i}")
+    return [JobSpec(run_root="/nowhere", entry=f"e{i}", config=RunConfig(), label=f"job{i}")
             for i in range(n)]
 
 
@@ -138,6 +139,6 @@ def test_ray_executor_without_ray_says_how_to_install_it(monkeypatch):
 
 
 def test_a_ray_task_on_a_node_without_the_run_directory_says_shared_storage(tmp_path):
-    spec = JobSpec(run_root=str(tmp_path / "not-here"), entry="paper_cnn", config={})
+    spec = JobSpec(run_root=str(tmp_path / "not-here"), entry="paper_cnn", config=RunConfig())
     with pytest.raises(ExecutorError, match="shared by every node"):
         executors.ray_job(spec)

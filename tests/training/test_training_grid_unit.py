@@ -4,6 +4,8 @@ one ensemble variant per grid (members finished everywhere, stale fits found).""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,14 +25,13 @@ from training.grid import (
     write_oof_predictions,
     write_replicates,
 )
+from training.settings import RunConfig, TrainingSettings
 
-CONFIG = {
-    "dataset": "synthetic", "data_dir": None, "split": "lesion", "ratios": [0.8, 0.1, 0.1],
-    "folds": 2, "seed": 7, "test_set": "split", "synthetic_images": 80, "resize_mode": "square",
-    "allow_missing": False, "preset": "smoke", "entries": ["xception"], "deterministic": False,
-    "weights": None, "weights_dir": None, "grid": True, "seeds": [0, 1],
-    "training": {"batch_size": 8, "image_size": {"xception": 71}}, "svm": {},
-}
+CONFIG = RunConfig(
+    dataset="synthetic", folds=2, seed=7, synthetic_images=80, preset="smoke",
+    entries=("xception",), seeds=(0, 1),
+    training=TrainingSettings(batch_size=8, image_size={"xception": 71}),
+)
 
 
 def _table(n: int = 70) -> pd.DataFrame:
@@ -57,9 +58,11 @@ def test_replicate_names_round_trip():
 
 def test_replicate_config_sets_training_seed_and_keeps_the_data_seed():
     rep = replicate_config(CONFIG, 1, 5)
-    assert (rep["seed"], rep["data_seed"], rep["fold"]) == (5, 7, 1)
-    assert "grid" not in rep and "seeds" not in rep
-    assert replicate_config({**CONFIG, "folds": None}, 0, 5)["fold"] is None
+    assert (rep.seed, rep.data_seed, rep.fold) == (5, 7, 1)
+    written = rep.to_dict()
+    assert (written["seed"], written["data_seed"], written["fold"]) == (5, 7, 1)
+    assert "grid" not in written and "seeds" not in written and not rep.is_grid
+    assert replicate_config(replace(CONFIG, folds=None), 0, 5).to_dict()["fold"] is None
 
 
 def test_fold_split_makes_fold_k_the_test_split(grid_run):
@@ -69,7 +72,7 @@ def test_fold_split_makes_fold_k_the_test_split(grid_run):
         assert set(table.loc[table["split"] == "test", "fold"]) == {fold}
         assert set(table["split"]) == {"train", "val", "test"}
     # Without folds the grid's split is used as it is.
-    assert fold_split(splits, {**CONFIG, "folds": None}, 0) is splits
+    assert fold_split(splits, replace(CONFIG, folds=None), 0) is splits
 
 
 def test_replicates_are_written_once_and_checked_on_resume(grid_run):
@@ -85,7 +88,7 @@ def test_replicates_are_written_once_and_checked_on_resume(grid_run):
     write_replicates(grid_run, CONFIG, {})  # a resume: nothing rewritten
     assert {p: p.stat().st_mtime_ns for p in grid_run.replicates_dir.rglob("*")} == first
 
-    changed = {**CONFIG, "training": {**CONFIG["training"], "batch_size": 16}}
+    changed = CONFIG.with_training(batch_size=16)
     with pytest.raises(RunDirError, match="fold0-seed0 holds a replicate of a different protocol"):
         write_replicates(grid_run, changed, {})
 
@@ -127,7 +130,7 @@ def test_out_of_fold_predictions_are_the_other_folds_held_out_rows(grid_run):
 
 
 def test_no_out_of_fold_predictions_without_folds(grid_run):
-    assert write_oof_predictions(grid_run, {**CONFIG, "folds": None}, [], "xception") == []
+    assert write_oof_predictions(grid_run, replace(CONFIG, folds=None), [], "xception") == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +144,7 @@ CANDIDATES = ["inception_resnet_v2", "xception", "inception_v3", "resnext101"]
 @pytest.fixture
 def members_grid(grid_run):
     """xception and inception_v3 finished in every replicate, resnext101 only in fold0-seed0."""
-    config = {**CONFIG, "entries": ["xception", "inception_v3", "resnext101"]}
+    config = replace(CONFIG, entries=("xception", "inception_v3", "resnext101"))
     replicates = write_replicates(grid_run, config, {})
     rng = np.random.default_rng(1)
     for replicate in replicates:

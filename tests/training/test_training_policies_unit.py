@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from training import policies, presets
+from training import entries, policies, presets
+from training.settings import ConfigError, TrainingSettings
 
 # Five-layer residual blocks: the Add ends each block.
 BLOCK = ["Conv2D", "BatchNormalization", "Activation", "Conv2D", "Add"]
@@ -111,11 +112,11 @@ def test_early_stopping_bookkeeping():
 
 
 def test_phase_plan():
-    training = {"phase1_epochs": 2, "phase2_epochs": 0, "scratch_epochs": 5,
-                "phase1_lr": 1e-3, "phase2_lr": 1e-4, "scratch_lr": 5e-4}
+    training = TrainingSettings(phase1_epochs=2, phase2_epochs=0, scratch_epochs=5,
+                                phase1_lr=1e-3, phase2_lr=1e-4, scratch_lr=5e-4)
     assert policies.phase_plan(training, pretrained=True) == [policies.Phase("frozen", 2, 1e-3)]
     assert policies.phase_plan(training, pretrained=False) == [policies.Phase("scratch", 5, 5e-4)]
-    training["phase2_epochs"] = 3
+    training = TrainingSettings(phase1_epochs=2, phase2_epochs=3)
     assert [p.name for p in policies.phase_plan(training, True)] == ["frozen", "finetune"]
 
 
@@ -126,45 +127,92 @@ def test_preset_image_sizes():
     assert presets.image_size_for("smoke", "paper_cnn") == 64
     assert presets.image_size_for("smoke", "inception_v3") == 75  # its minimum
     assert presets.image_size_for("smoke", "nasnet_large") == 32
-    assert presets.image_size_for("smoke", presets.SVM_ENTRY) == 75
+    assert presets.image_size_for("smoke", entries.SVM_ENTRY) == 75
     assert presets.image_size_for("native", "xception", override=128) == 128
     with pytest.raises(presets.PresetError, match="minimum"):
         presets.image_size_for("native", "inception_v3", override=64)
-    with pytest.raises(presets.PresetError, match="unknown entry"):
+    with pytest.raises(ConfigError, match="unknown entry 'vgg16'; choose from inception_v3"):
         presets.image_size_for("native", "vgg16")
     with pytest.raises(presets.PresetError, match="unknown preset"):
         presets.get_preset("fast")
 
 
 def test_resolve_preset_applies_overrides():
-    resolved = presets.resolve_preset("smoke", ["paper_cnn", presets.SVM_ENTRY], epochs=3,
+    resolved = presets.resolve_preset("smoke", ["paper_cnn", entries.SVM_ENTRY], epochs=3,
                                       batch_size=8)
-    training = resolved["training"]
-    assert resolved["weights"] is None and resolved["preset"] == "smoke"
-    assert (training["phase1_epochs"], training["phase2_epochs"], training["scratch_epochs"]) == (3, 3, 3)
-    assert training["batch_size"] == 8 and training["min_batch_size"] <= 8
-    assert training["image_size"] == {"paper_cnn": 64, presets.SVM_ENTRY: 75}
-    assert resolved["svm"]["feature_size"] == 75
+    training = resolved.training
+    assert resolved.weights is None and resolved.name == "smoke"
+    assert (training.phase1_epochs, training.phase2_epochs, training.scratch_epochs) == (3, 3, 3)
+    assert training.batch_size == 8 and training.min_batch_size <= 8
+    # Every entry's size (selected or not: the fingerprint must not depend on --models).
+    assert training.image_size["paper_cnn"] == 64 and training.image_size[entries.SVM_ENTRY] == 75
+    assert set(training.image_size) == set(entries.all_entries())
+    assert resolved.svm.feature_size == 75
     paper = presets.resolve_preset("paper", ["xception"])
-    assert paper["training"]["preprocessing"] == "unit"
-    assert paper["training"]["augmentation"]["zoom"] == 0.0
-    assert paper["weights"] == "imagenet"
-    # a copy: changing it does not change the preset
-    paper["training"]["augmentation"]["zoom"] = 0.5
-    assert presets.get_preset("paper").training["augmentation"]["zoom"] == 0.0
+    assert paper.training.preprocessing == "unit"
+    assert paper.training.augmentation.zoom == 0.0
+    assert paper.weights == "imagenet"
+    # the preset itself is unchanged
+    assert presets.get_preset("paper").training.image_size == {}
+    assert presets.get_preset("smoke").svm.feature_size is None
+
+
+def test_the_preset_table_is_the_one_source_of_names():
+    assert presets.PRESET_NAMES == tuple(presets.PRESETS) == ("native", "paper", "smoke")
+    assert presets.DEFAULT_PRESET in presets.PRESETS
+    from core import defaults
+
+    assert defaults.SMOKE_PRESET in presets.PRESETS
+    assert all(p.description for p in presets.PRESETS.values())
+    # The native preset is the settings' defaults; the others differ from it.
+    assert presets.get_preset(None).training == TrainingSettings()
+    assert presets.get_preset("smoke").training.phase1_epochs == 1
+
+
+def test_the_readme_lists_the_presets_of_the_table():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)`( \(default\))? \|", readme, flags=re.MULTILINE)
+    assert [name for name, _ in rows] == list(presets.PRESET_NAMES)
+    assert [name for name, default in rows if default] == [presets.DEFAULT_PRESET]
 
 
 def test_entries_and_kinds():
-    assert len(presets.ENTRIES) == 7
-    assert presets.backbone_of(presets.SVM_ENTRY) == "inception_resnet_v2"
-    assert presets.entry_kind("xception") == "backbone"
-    assert presets.entry_kind("paper_cnn") == "baseline"
-    assert presets.entry_kind(presets.SVM_ENTRY) == "baseline"
+    assert entries.all_entries() == [
+        "inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large",
+        "paper_cnn", "inception_resnet_v2+svm"]
+    assert entries.backbone_of(entries.SVM_ENTRY) == "inception_resnet_v2"
+    assert entries.entry_kind("xception") == "backbone"
+    assert entries.entry_kind("paper_cnn") == "baseline"
+    assert entries.entry_kind(entries.SVM_ENTRY) == "baseline"
+
+
+def test_a_registered_backbone_is_an_entry_in_its_place():
+    import dataclasses
+
+    import zoo
+    from zoo.registry import get_builder, unregister
+
+    config = dataclasses.replace(zoo.get_config("xception"), name="extra_net")
+    scratch = dataclasses.replace(zoo.get_config("paper_cnn"), name="extra_cnn")
+    zoo.register(scratch, get_builder("paper_cnn"))
+    zoo.register(config, get_builder("xception"))
+    try:
+        assert entries.all_entries() == [
+            "inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large",
+            "extra_net", "paper_cnn", "extra_cnn", "inception_resnet_v2+svm"]
+        assert entries.entry_kind("extra_cnn") == "baseline"
+        assert presets.image_size_for("smoke", "extra_net") == 71
+    finally:
+        unregister("extra_net")
+        unregister("extra_cnn")
 
 
 def test_small_image_size_is_refused_only_for_entries_that_run():
     resolved = presets.resolve_preset("smoke", ["resnext101"], image_size=32)
-    assert resolved["training"]["image_size"] == {"resnext101": 32}
-    assert resolved["svm"]["feature_size"] is None
+    assert resolved.training.image_size == {"resnext101": 32, "nasnet_large": 32}
+    assert resolved.svm.feature_size is None
     with pytest.raises(presets.PresetError, match="inception_resnet_v2"):
         presets.resolve_preset("smoke", ["inception_resnet_v2+svm"], image_size=32)

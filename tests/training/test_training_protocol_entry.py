@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -25,6 +26,7 @@ from data_utils.splits import make_splits
 from data_utils.synthetic import generate_synthetic
 from training import policies, presets, protocol, svm_baseline
 from training.augment import build_augmentation
+from training.settings import Augmentation, RunConfig, SvmSettings
 
 TINY = "tiny_bn_test"
 N_IMAGES = 56
@@ -68,14 +70,14 @@ def data():
     return protocol.load_entry_data(cache, table[["image_id", "lesion_id", "dx", "split"]])
 
 
-def _config(**training):
+def _config(**training) -> RunConfig:
     resolved = presets.resolve_preset("smoke", ["paper_cnn"])
-    resolved["training"].update(
-        {"batch_size": 8, "phase1_epochs": 2, "phase2_epochs": 2, "scratch_epochs": 2,
-         "warmup_epochs": 0, "early_stopping_patience": 0,
-         "image_size": {"paper_cnn": SIZE, TINY: SIZE}, **training})
-    return {"seed": 0, "deterministic": True, "weights": None, "weights_dir": None,
-            "training": resolved["training"], "svm": resolved["svm"]}
+    settings = replace(resolved.training, **{
+        "batch_size": 8, "phase1_epochs": 2, "phase2_epochs": 2, "scratch_epochs": 2,
+        "warmup_epochs": 0, "early_stopping_patience": 0,
+        "image_size": {"paper_cnn": SIZE, TINY: SIZE}, **training})
+    return RunConfig(seed=0, deterministic=True, weights=None, weights_dir=None,
+                     training=settings, svm=resolved.svm)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +187,7 @@ class _KillInFinetune(keras.callbacks.Callback):
 
 
 def test_phase_two_unfreezes_the_top_and_keeps_batchnorm_frozen(data):
-    training = _config(unfreeze_fraction=0.5)["training"]
+    training = _config(unfreeze_fraction=0.5).training
     tm = protocol.build_training_model(TINY, SIZE, training)
     frozen = protocol.configure_phase(tm, policies.Phase("frozen", 1, 1e-3), training)
     finetune = protocol.configure_phase(tm, policies.Phase("finetune", 1, 1e-4), training)
@@ -219,7 +221,7 @@ def test_nan_loss_stops_the_entry_with_status_nan(data, tmp_path, monkeypatch):
 
 
 def test_schedule_matches_the_policy_function():
-    training = _config(warmup_epochs=1, min_lr_fraction=0.1)["training"]
+    training = _config(warmup_epochs=1, min_lr_fraction=0.1).training
     phase = policies.Phase("scratch", 3, 2e-3)
     optimizer = protocol.make_optimizer(training, phase, steps_per_epoch=4)
     warmup, decay = policies.schedule_steps(3, 4, 1)
@@ -232,16 +234,17 @@ def test_schedule_matches_the_policy_function():
 
 
 def test_augmentation_only_in_training():
-    augment = build_augmentation({"flip": True, "rotation": 30, "shift": 0.1, "zoom": 0.1}, seed=1)
+    augment = build_augmentation(Augmentation(flip=True, rotation=30, shift=0.1, zoom=0.1), seed=1)
     assert [layer.name for layer in augment.layers] == ["flip", "rotate", "shift", "zoom"]
     x = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(augment(x, training=False)), x)
     assert not np.allclose(keras.ops.convert_to_numpy(augment(x, training=True)), x)
-    assert build_augmentation({"flip": False, "rotation": 0}) is None
+    assert build_augmentation(Augmentation(flip=False, rotation=0, shift=0, zoom=0)) is None
+    assert build_augmentation(None) is None
     with pytest.raises(ValueError, match="rotation"):
-        build_augmentation({"rotation": 400})
+        build_augmentation(Augmentation(rotation=400))
     with pytest.raises(ValueError, match="flip"):
-        build_augmentation({"flip": "diagonal"})
+        build_augmentation(Augmentation(flip="diagonal"))
 
 
 def test_load_entry_data_errors(data):
@@ -278,7 +281,8 @@ def test_svm_on_small_features_chooses_c_on_val():
     order = rng.permutation(60)
     train, val = order[:40], order[40:]
     model, c, scores, calibration = svm_baseline.fit_svm(x[train], y[train], x[val], y[val],
-                                                         {"C_grid": [10.0, 0.01, 1.0]}, seed=0)
+                                                         SvmSettings(C_grid=(10.0, 0.01, 1.0)),
+                                                         seed=0)
     assert calibration["groups"] == "image" and calibration["prior"] == "uniform"
     assert sorted(scores) == [0.01, 1.0, 10.0]
     assert scores[c] == max(scores.values())
@@ -289,11 +293,13 @@ def test_svm_on_small_features_chooses_c_on_val():
     assert (proba[:, [1, 3, 4, 6]] == 0).all()  # classes never seen in training
     # A class with a single training image cannot be calibrated: left out, probability 0.
     lone = np.vstack([x[train], x[val][:1]]), np.append(y[train], 6)
-    model, _, _, calibration = svm_baseline.fit_svm(*lone, x[val], y[val], {"C_grid": [1.0]})
+    model, _, _, calibration = svm_baseline.fit_svm(*lone, x[val], y[val],
+                                                    SvmSettings(C_grid=(1.0,)))
     assert (svm_baseline.svm_proba(model, x[val])[:, 6] == 0).all()
     assert calibration["left_out_classes"] == [6]
     with pytest.raises(ValueError, match="two classes with two or more lesions"):
-        svm_baseline.fit_svm(x[:5], np.zeros(5, int), x[:5], np.zeros(5, int), {"C_grid": [1]})
+        svm_baseline.fit_svm(x[:5], np.zeros(5, int), x[:5], np.zeros(5, int),
+                             SvmSettings(C_grid=(1.0,)))
 
 
 def test_svm_entry_caches_features(data, tmp_path, monkeypatch):
@@ -311,7 +317,7 @@ def test_svm_entry_caches_features(data, tmp_path, monkeypatch):
     metrics = svm_baseline.run_svm_entry(entry, config, _Cache(), data, tmp_path / "svm",
                                          fingerprint="fp", batch_size=16, cache_root=tmp_path)
     assert metrics["status"] == "ok" and metrics["kind"] == "baseline"
-    assert metrics["feature_dim"] == 8 and metrics["svm_C"] in config["svm"]["C_grid"]
+    assert metrics["feature_dim"] == 8 and metrics["svm_C"] in config.svm.C_grid
     calibration = metrics["svm_calibration"]
     assert calibration["groups"] == "lesion" and calibration["scheme"] == "StratifiedGroupKFold"
     assert calibration["class_weight"] == "balanced" and calibration["prior"] == "uniform"

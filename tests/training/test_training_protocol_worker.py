@@ -17,6 +17,7 @@ from core.atomic import atomic_write_json, read_json
 from core.predictions import read_predictions
 from data_utils.prepare import prepare
 from training import presets, protocol, worker
+from training.settings import RunConfig
 
 N_IMAGES = 42
 REPO = Path(__file__).resolve().parents[2]
@@ -32,9 +33,9 @@ def rundir(tmp_path_factory) -> Path:
     resolved = presets.resolve_preset("smoke", ["paper_cnn"], epochs=1, batch_size=8)
     keys = ("dataset", "data_dir", "split", "ratios", "folds", "seed", "test_set",
             "allow_missing", "synthetic_images")
-    config = {**{k: prepared.card[k] for k in keys}, "resize_mode": "square", "preset": "smoke",
-              "entries": ["paper_cnn"], "deterministic": False, "weights": None,
-              "weights_dir": None, "training": resolved["training"], "svm": resolved["svm"]}
+    config = RunConfig(preset="smoke", entries=("paper_cnn",), training=resolved.training,
+                       svm=resolved.svm).to_dict()
+    config.update({k: prepared.card[k] for k in keys})  # the prepared data, as run.json has it
     atomic_write_json(out / "run.json", {"config": config, "fingerprint": "fp-worker"})
     return out
 
@@ -120,3 +121,14 @@ def test_is_out_of_memory():
     import tensorflow as tf
 
     assert worker.is_out_of_memory(tf.errors.ResourceExhaustedError(None, None, "OOM"))
+
+
+def test_a_config_of_another_version_fails_naming_run_json_and_the_key(rundir, tmp_path):
+    meta = read_json(rundir / "run.json")
+    meta["config"]["training"]["warmup"] = 2
+    atomic_write_json(tmp_path / "run.json", meta)
+    (tmp_path / "splits.csv").write_bytes((rundir / "splits.csv").read_bytes())
+    assert worker.main(["--out", str(tmp_path), "--entry", "paper_cnn", "--verbose", "0"]) == 1
+    metrics = read_json(tmp_path / "models" / "paper_cnn" / "metrics.json")
+    assert metrics["status"] == "failed" and "run.json" in metrics["error"]
+    assert "'training.warmup'" in metrics["error"] and metrics["kind"] == "baseline"

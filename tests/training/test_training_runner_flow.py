@@ -18,6 +18,7 @@ from core.errors import RunDirError
 from core.predictions import make_predictions, write_predictions
 from core.rundir import RunDir
 from training import cli, runner
+from training.entries import entry_kind
 
 N_IMAGES = "80"
 
@@ -44,14 +45,15 @@ def _ok(run_dir: Path, name: str, batch_size: int) -> int:
     pd.DataFrame([{"epoch": 1, "phase": "scratch", "val_balanced_accuracy": 0.9}]).to_csv(
         entry / "history.csv", index=False)
     write_entry_metrics(entry, n_resamples=20, extra={
-        "status": "ok", "train_seconds": 2.0, "batch_size": batch_size,
+        "status": "ok", "train_seconds": 2.0, "batch_size": batch_size, "kind": entry_kind(name),
         "fingerprint": read_json(run.run_json)["fingerprint"]})
     return 0
 
 
 def _nan(run_dir: Path, name: str, batch_size: int) -> int:
     atomic_write_json(RunDir(run_dir).model_dir(name) / "metrics.json",
-                      {"status": "nan", "error": "loss became nan", "batch_size": batch_size})
+                      {"status": "nan", "error": "loss became nan", "batch_size": batch_size,
+                       "kind": entry_kind(name)})
     return 4
 
 

@@ -6,6 +6,7 @@ import io
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +32,14 @@ from training.runner import (
     run_job,
     run_worker,
 )
+from training.settings import RunConfig, SvmSettings, TrainingSettings
 
-CONFIG = {
-    "dataset": "synthetic", "data_dir": None, "split": "lesion", "ratios": [0.8, 0.1, 0.1],
-    "folds": None, "seed": 0, "test_set": "split", "synthetic_images": 80,
-    "resize_mode": "square", "allow_missing": False, "preset": "smoke", "entries": ["paper_cnn"],
-    "deterministic": False, "weights": None, "weights_dir": None,
-    "training": {"batch_size": 32, "min_batch_size": 4, "image_size": {"paper_cnn": 64},
-                 "phase1_epochs": 1},
-    "svm": {"feature_size": 75},
-}
+CONFIG = RunConfig(
+    dataset="synthetic", synthetic_images=80, preset="smoke", entries=("paper_cnn",),
+    training=TrainingSettings(batch_size=32, min_batch_size=4, image_size={"paper_cnn": 64},
+                              phase1_epochs=1),
+    svm=SvmSettings(feature_size=75),
+)
 
 
 def _spec(run: RunDir, retries: int = 0) -> JobSpec:
@@ -49,7 +48,7 @@ def _spec(run: RunDir, retries: int = 0) -> JobSpec:
 
 def _run_dir(tmp_path: Path) -> RunDir:
     run = RunDir(tmp_path / "run")
-    atomic_write_json(run.run_json, {"config": CONFIG, "fingerprint": "f" * 64,
+    atomic_write_json(run.run_json, {"config": CONFIG.to_dict(), "fingerprint": "f" * 64,
                                      "signatures": {"splits_sha256": "0" * 64}})
     return run
 
@@ -265,8 +264,8 @@ def test_an_existing_run_with_another_protocol_is_named(tmp_path):
     run = _run_dir(tmp_path)
     assert _check_existing(tmp_path / "absent", CONFIG, {}) is None
     assert _check_existing(run.root, CONFIG, {})["fingerprint"] == "f" * 64
-    other = {**CONFIG, "seed": 2, "data_dir": "/elsewhere", "entries": ["xception"],
-             "training": {**CONFIG["training"], "phase1_epochs": 4}}
+    other = replace(CONFIG.with_training(phase1_epochs=4), seed=2, data_dir="/elsewhere",
+                    entries=("xception",))
     with pytest.raises(_ProtocolMismatch) as info:
         _check_existing(run.root, other, {})
     assert info.value.description == "seed: 0 -> 2; training.phase1_epochs: 1 -> 4"

@@ -1,8 +1,10 @@
-"""The registry's rules (frozen configs, duplicates, names) and `benchmark.py --list`."""
+"""The registry's rules (frozen configs, duplicates, names, kinds, plug-ins) and
+`benchmark.py --list`."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,10 @@ import pytest
 import benchmark
 import zoo
 from core.errors import BenchmarkError
-from zoo.cli import ENSEMBLES, backbone_rows, weights_source
+from ensembles import ENSEMBLE_NAMES
+from training.presets import PRESETS
+from zoo.cli import backbone_rows, weights_source
+from zoo.plugins import PLUGINS_ENV, plugin_modules
 from zoo.registry import Builder, get_builder, unregister
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,13 +127,98 @@ def test_list_prints_backbones_ensembles_and_presets(capsys):
     assert "224x224" in rows["resnext101"] and " torch " in rows["resnext101"]
     assert "88,791,336" in rows["resnext101"] and "huggingface.co" in rows["resnext101"]
     assert "none (trained from scratch)" in rows["paper_cnn"]
-    assert "ensembles (ensembles stage): " + ", ".join(ENSEMBLES) in out
-    assert ENSEMBLES == ("soft_voting", "hard_voting", "weighted_voting", "stacking")
-    for preset in ("native", "paper", "smoke"):
-        assert f"\n  {preset} " in out
+    assert rows["paper_cnn"].split()[-1] == "baseline" and rows["xception"].split()[-1] == "backbone"
+    assert "ensembles (ensembles stage): " + ", ".join(ENSEMBLE_NAMES) in out
+    assert "entries (training stage): inception_v3, resnext101, inception_resnet_v2, xception, " \
+           "nasnet_large, paper_cnn, inception_resnet_v2+svm" in out
+    # The presets come from their one table, with its descriptions.
+    for name, preset in PRESETS.items():
+        assert f"\n  {name:<7} {preset.description}" in out
 
 
 def test_backbone_rows_follow_the_configs():
     rows = backbone_rows()
     assert [row[0] for row in rows] == zoo.list_backbones()
     assert rows[0][1:5] == ["299x299", 75, "tf", "23,851,784"]
+
+
+def test_kinds_come_from_the_configs():
+    assert zoo.list_backbones(kind="baseline") == ["paper_cnn"]
+    assert zoo.list_backbones(kind="backbone") == [
+        "inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large"]
+    assert zoo.registered_kind("xception") == "backbone"
+    assert zoo.registered_kind("paper_cnn") == "baseline"
+    assert zoo.registered_kind("inception_resnet_v2+svm") is None
+    assert zoo.registered_kind("efficientnet") is None
+    with pytest.raises(ValueError, match="kind 'teacher' is not one of backbone, baseline"):
+        dataclasses.replace(zoo.get_config("xception"), kind="teacher")
+
+
+PLUGIN = """
+import zoo
+
+
+def _base(input_shape):
+    import keras
+
+    inputs = keras.Input(input_shape)
+    return keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs), name="backbone")
+
+
+zoo.register(zoo.BackboneConfig(
+    name="plugin_net", display_name="Plugin net", input_size=64, min_size=32,
+    preprocessing="unit", weights_url=None, weights_file=None, weights_hash=None,
+    hash_algorithm=None, weights_format=None, params_1000=0, paper="test", licence="test",
+    pretrained=True), zoo.Builder(base=_base))
+"""
+
+
+def _python(code: str, tmp_path: Path, modules: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, PLUGINS_ENV: modules,
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=120)
+
+
+def test_a_backbone_module_named_in_the_environment_is_registered_without_keras(tmp_path):
+    (tmp_path / "my_plugin.py").write_text(PLUGIN)
+    code = ("import sys, zoo; from training.entries import all_entries, entry_kind; "
+            "print(zoo.list_backbones()[-1], entry_kind('plugin_net'), "
+            "all_entries().index('plugin_net'), 'keras' in sys.modules)")
+    result = _python(code, tmp_path, " my_plugin , ")
+    assert result.returncode == 0, result.stderr
+    # After the study's five backbones, before the baselines.
+    assert result.stdout.split() == ["plugin_net", "backbone", "5", "False"]
+
+
+def test_a_broken_plugin_is_named(tmp_path):
+    result = _python("import zoo", tmp_path, "no_such_plugin_module")
+    assert result.returncode != 0
+    assert "DERMBENCH_BACKBONES: the backbone module 'no_such_plugin_module' failed" in result.stderr
+    assert plugin_modules(" a, ,b ") == ["a", "b"]
+
+
+def test_entry_points_of_the_group_are_loaded(monkeypatch):
+    import importlib.metadata
+
+    from zoo.plugins import ENTRY_POINT_GROUP, load_plugins
+
+    calls = []
+
+    class _Point:
+        def __init__(self, value, target):
+            self.name, self.value, self._target = value.split(":")[0], value, target
+
+        def load(self):
+            if isinstance(self._target, Exception):
+                raise self._target
+            return self._target
+
+    points = [_Point("pkg:register", lambda: calls.append("called")), _Point("mod", sys)]
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group: points if group == ENTRY_POINT_GROUP else [])
+    monkeypatch.delenv(PLUGINS_ENV, raising=False)
+    assert load_plugins() == ["pkg:register", "mod"] and calls == ["called"]
+    points[:] = [_Point("broken:go", ImportError("no module named broken"))]
+    with pytest.raises(zoo.ZooValueError, match="entry point 'broken' .*dermbench.backbones"):
+        load_plugins()
