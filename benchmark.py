@@ -273,7 +273,7 @@ _ACTIONS: dict[str, tuple[str, str]] = {
     "prepare": ("data_utils.cli", "run_prepare"),
     "download": ("data_utils.cli", "run_download"),
     "list": (__name__, "run_list"),
-    "all": ("training.cli", "run_all"),
+    "all": ("pipeline.all_action", "run_all_action"),
     "ensemble": ("pipeline.ensemble_action", "run_ensemble"),
     "report": ("reports.cli", "run_report"),
     "save_baseline": ("reports.cli", "run_save_baseline"),

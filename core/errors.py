@@ -4,11 +4,13 @@ The CLI turns every `BenchmarkError` into a one-line message and a non-zero exit
 else is a bug and keeps its traceback.
 """
 
+from core import exitcodes
+
 
 class BenchmarkError(Exception):
     """A problem with the user's input, files or environment; the message says what to do."""
 
-    exit_code = 2
+    exit_code = exitcodes.USER_ERROR
 
 
 class DataError(BenchmarkError):
@@ -20,7 +22,7 @@ class DownloadError(BenchmarkError):
 
 
 class PredictionFileError(BenchmarkError):
-    """A prediction file that breaks the run-directory contract (DESIGN.md)."""
+    """A prediction file that breaks the run-directory contract (core.predictions)."""
 
 
 class RunDirError(BenchmarkError):

@@ -14,6 +14,10 @@ DATASETS: tuple[str, ...] = (SYNTHETIC, HAM10000, ISIC2018)
 # The official releases: real images, fetched by `--download`.
 REAL_DATASETS: tuple[str, ...] = (HAM10000, ISIC2018)
 
+# The released HAM10000 (= ISIC 2018 Task 3 training set): images and lesions.
+HAM10000_IMAGES = 10_015
+HAM10000_LESIONS = 7_470
+
 HAM10000_DOI = "doi:10.7910/DVN/DBW86T"
 HAM10000_URL = "https://doi.org/10.7910/DVN/DBW86T"
 

@@ -1,4 +1,4 @@
-"""The prediction-file contract between stages (DESIGN.md).
+"""The prediction-file contract between stages (docs/ARCHITECTURE.md).
 
     image_id,lesion_id,label,akiec,bcc,bkl,df,mel,nv,vasc[,prediction]
 

@@ -131,7 +131,7 @@ def _choose_run_dir(out: Path, splits_text: str, card: dict, force_new: bool) ->
     """The run directory to write, and whether its splits.csv already holds this split.
 
     `out` itself unless it holds a different split: then a RunDirError, or with `force_new` the
-    first sibling `out-2`, `out-3`, ... that is free or holds this split (the training runner's
+    first sibling `out-2`, `out-3`, ... that is free or holds this split (`pipeline.rundir_lifecycle`'s
     rule, so `--prepare --force-new` and `--all --force-new` land in the same place). Nothing
     that exists is moved or overwritten.
     """

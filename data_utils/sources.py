@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.errors import DownloadError
-from core.facts import HAM10000, HAM10000_DOI, ISIC2018, REAL_DATASETS
+from core.facts import HAM10000, HAM10000_DOI, HAM10000_IMAGES, ISIC2018, REAL_DATASETS
 from data_utils.layout import (
     HAM_METADATA,
     HAM_PARTS,
@@ -90,7 +90,7 @@ def _dataverse_file(name: str, path: str, kind: str, lookup: str, **kwargs) -> R
 
 # The one table of remote files, each release's rows in download order.
 FILES: tuple[RemoteFile, ...] = (
-    _isic_zip(ISIC_TRAIN_INPUT, expected_images=(10015,)),
+    _isic_zip(ISIC_TRAIN_INPUT, expected_images=(HAM10000_IMAGES,)),
     _isic_zip(ISIC_TRAIN_GT_DIR, expected_files=(ISIC_TRAIN_GT,)),
     RemoteFile(ISIC2018, ISIC_GROUPINGS, ISIC2018_BASE, ISIC_GROUPINGS, "csv"),
     _isic_zip(ISIC_VAL_INPUT, expected_images=(193,)),

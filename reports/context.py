@@ -1,7 +1,7 @@
 """What the report says about the run itself, read tolerantly from run.json, dataset.json and
 splits.csv (any of them may be missing: the report then says "not recorded").
 
-run.json (written by the training runner): config {dataset, split, preset, seed, ...},
+run.json (written by `pipeline.provenance`): config {dataset, split, preset, seed, ...},
 fingerprint, seeds, command, created, invocations [{command, date}], versions {package: version},
 python, platform, git {sha, dirty}.
 dataset.json (written by data preparation): split type under "split" (a string, or a mapping with

@@ -1,50 +1,46 @@
 #!/usr/bin/env python3
 """Training throughput of the zoo's backbones on the current accelerator, under any Keras backend.
 
-For each backbone: build it at its native input size (or --image-size) with `weights=None` (no
-download), a 7-class head and the WHOLE network trainable (BatchNorm included: the worst case of
-fine-tuning phase 2), behind the protocol's uint8 input and cast (its augmentation layers only
-with --augment: with them Keras refuses jit_compile, see below); compile it like
-`training/protocol.py` (AdamW or SGD, sparse categorical cross-entropy, accuracy, Keras's own
-loss scaling under mixed_float16; jit_compile Keras's "auto" unless --jit-compile); then run
-one `model.fit` of --warmup + --steps steps on one synthetic uint8 batch served again and again
-(so the input pipeline costs nothing). A callback reads the loss to the host at the end of the
-last warmup step and of the last timed step (blocking until those steps have run, so
-asynchronous dispatch cannot flatter the number) and the clock runs between the two: the
-compilation (in the warmup) and fit's own start and end are outside it. Keras hands every step's
-logs to such a callback, so steps are dispatched one after the other as in the protocol's fit.
+Each backbone is measured by `training.throughput.measure_training_step`, which builds and
+compiles it with the protocol's own functions, so what is measured is the step that training
+runs: `training.backend.setup_backend` (seed, dtype policy: mixed_float16 with --precision mixed
+where a GPU is visible), `training.model.build_training_model` (uint8 input, cast, augmentation
+only with --augment, the zoo model and its 7-class head, at the native size or --image-size,
+weights=None: no download), `set_trainable` (the protocol's walk through every nested layer: the
+WHOLE network trains, BatchNorm included, the worst case of phase 2) and `compile_model` (the
+protocol's loss, metric and jit_compile; the optimizer of `make_optimizer`, or SGD with
+--optimizer sgd). Then one `model.fit` of --warmup + --steps steps on one synthetic batch served
+again and again (the input pipeline costs nothing), clocked from the end of the last warmup step
+to the end of the last step (the compilation and fit's own start and end are outside it).
 
-Reported per backbone: images/s, ms per step, the counted forward GFLOPs per image
-(`zoo.flops`: 2 x multiply-accumulates of the conv/dense layers) and the achieved training
-TFLOP/s by the usual 3x rule: a training step costs about 3 x the forward FLOPs (forward 1x,
-backward 2x: gradients w.r.t. activations and weights), so
+Reported per backbone: images/s, ms per step, the counted forward GFLOPs per image (`zoo.flops`:
+2 x multiply-accumulates of the conv/dense layers), the achieved training TFLOP/s by the 3x rule
+(a training step ~= forward 1x + backward 2x)
 
     train TFLOP/s = 3 x forward FLOPs/image x images/s / 1e12
 
-plus the peak accelerator memory where the backend reports it, and an estimate, with its
-arithmetic, of the GPU-hours of one `benchmark.py --all --preset native` run.
+the peak accelerator memory where the backend reports it (`training.accelerator`, over the whole
+fit), and an estimate with its arithmetic of the GPU-hours of one `benchmark.py --all --preset
+native` run (`training.run_estimate`).
 
---augment: Keras's RandomRotation/RandomTranslation/RandomZoom declare supports_jit=False, so a
-model holding them is never jit-compiled (Keras overrides even jit_compile=True): TF then runs a
-graph without XLA and JAX runs op by op (very slow). Without --augment this measures the
-backbone's training step as XLA compiles it.
+--augment: Keras's RandomRotation/Translation/Zoom declare supports_jit=False, so a model holding
+them is never jit-compiled (even with jit_compile=True): TF runs a graph without XLA, JAX runs op
+by op (very slow). --jit-compile auto compiles as the protocol does (always XLA under JAX; under
+TensorFlow the preset's jit_compile, off).
 
-Each backbone runs in a child process by default (a clean peak-memory reading, and an
-out-of-memory error or a hang cannot take the others down); --in-process runs them in this one.
-Under KERAS_BACKEND=jax (or torch) TensorFlow is never imported (not even through
-`keras.utils.set_random_seed`, which imports it whenever it is installed, so it is not called);
-only keras, the backend, numpy and this repository's zoo/, data_utils/ and training/presets.py
-are needed (Keras itself imports pandas and scikit-learn only if they are installed; tabulate is
-optional). The JSON's "modules_imported" lists which of tensorflow, torch, pandas, sklearn each
-process had imported. Peak memory is read over the whole fit, compilation included.
+Each backbone runs in a child process by default (a clean peak-memory reading; an out-of-memory
+error or a hang cannot take the others down); --in-process runs them in this one. Under
+KERAS_BACKEND=jax TensorFlow is never imported (the JSON's "modules_imported" lists which of
+tensorflow, torch, pandas, sklearn each process imported).
 
     python tools/gpu_benchmark.py                                  # the 5 backbones, native size
     KERAS_BACKEND=jax python tools/gpu_benchmark.py --json gpu_jax.json
     python tools/gpu_benchmark.py --backbones paper_cnn --image-size 64 --precision float32 \\
         --steps 2 --warmup 1 --batch-size 4                        # a quick CPU check
 
-Exit codes: 0 every backbone measured; 1 some ran out of memory, failed or timed out (recorded in
-the table and JSON, the others still measured); 2 bad arguments (one-line message).
+Exit codes (`core.exitcodes`): 0 every backbone measured; 1 some ran out of memory (recognised by
+`training.out_of_memory`), failed or timed out (recorded, the others still measured); 2 bad
+arguments (one-line message).
 """
 
 from __future__ import annotations
@@ -68,38 +64,26 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
-
 import zoo  # noqa: E402  (the registry: no Keras import)
 from benchmark import positive_int  # noqa: E402  (argparse only)
-from core import defaults  # noqa: E402
+from core import exitcodes  # noqa: E402
 from core.atomic import atomic_write_json  # noqa: E402
-from core.classes import NUM_CLASSES  # noqa: E402
 from core.errors import BenchmarkError  # noqa: E402
-from training.entries import (  # noqa: E402
-    all_entries,
-    backbone_entries,
-    backbone_of,
-    is_svm_entry,
-)
+from training.accelerator import backend_version, device_name  # noqa: E402  (no Keras yet)
+from training.entries import backbone_entries  # noqa: E402
+from training.out_of_memory import is_out_of_memory, mentions_out_of_memory  # noqa: E402
 from training.presets import get_preset  # noqa: E402
+from training.run_estimate import estimate_run  # noqa: E402
 
 TRAIN_FLOPS_FACTOR = 3  # forward + backward ~= 3 x forward
 FLOPS_RULE = (
     "train TFLOP/s = 3 x forward FLOPs/image x images/s / 1e12 (a training step ~= 3x the "
     "forward pass: forward 1x + backward 2x); forward FLOPs = 2 x MACs of conv/dense layers"
 )
-# HAM10000 and the default split ratios (train, val, test).
-HAM10000_IMAGES = 10_015
-SPLIT_RATIOS = defaults.RATIOS
-# Phase 1 trains the head on a frozen base: forward only through the base, ~1/3 of a full step.
-FROZEN_STEP_FRACTION = 1 / 3
-INFERENCE_FRACTION = 1 / 3  # predicting one image ~= the forward third of training on it
 WATCHED_MODULES = ("tensorflow", "torch", "pandas", "sklearn")
-OOM_MARKERS = ("resource_exhausted", "resourceexhausted", "outofmemory", "out of memory",
-               "oom when allocating", "failed to allocate")
 SIMULATE_OOM_ENV = "GPU_BENCHMARK_SIMULATE_OOM"  # comma-separated backbones (tests)
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+# --jit-compile: None compiles as the protocol does (`training.model.jit_compile_setting`).
+JIT_COMPILE: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
 TABLE_COLUMNS = (
     ("backbone", "backbone"), ("size", "image_size"), ("batch", "batch_size"),
     ("img/s", "images_per_s"), ("step ms", "step_ms"), ("fwd GFLOP/img", "forward_gflops"),
@@ -136,11 +120,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=positive_int, default=None, metavar="N",
                         help="square size for every backbone instead of its native one")
     parser.add_argument("--precision", choices=("mixed", "float32"), default="mixed",
-                        help="mixed = the mixed_float16 policy (default), float32")
-    parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+                        help="mixed = the mixed_float16 policy where a GPU is visible, as the "
+                        "protocol does (default; float32 on a CPU), float32")
+    parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
+                        help="adamw = the protocol's optimizer and schedule (native preset, "
+                        "phase 2's learning rate; default), sgd = SGD with momentum")
     parser.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto",
-                        help="Keras compile(jit_compile=...); auto = Keras's default (XLA on "
-                        "TF-GPU and JAX where the layers allow it)")
+                        help="Keras compile(jit_compile=...); auto = as the protocol compiles "
+                        "(XLA under JAX; under TensorFlow the native preset's jit_compile, off)")
     parser.add_argument("--augment", action="store_true",
                         help="put the native preset's augmentation layers in the model, as the "
                         "protocol does (Keras then refuses jit_compile: its RandomRotation/"
@@ -189,205 +176,8 @@ def _backend() -> str:
     return keras.backend.backend()
 
 
-def device_name(backend: str) -> str:
-    """A human name of the accelerator the backend computes on ("CPU (n cores)" without one)."""
-    cpu = f"CPU ({os.cpu_count()} cores, {platform.machine()})"
-    with contextlib.suppress(Exception):
-        if backend == "jax":
-            import jax
-
-            device = jax.devices()[0]
-            return cpu if device.platform == "cpu" else f"{device.device_kind} ({device.platform})"
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            gpus = tf.config.list_physical_devices("GPU")
-            if gpus:
-                details = tf.config.experimental.get_device_details(gpus[0])
-                return str(details.get("device_name", gpus[0].name))
-        if backend == "torch":
-            import torch
-
-            if torch.cuda.is_available():
-                return torch.cuda.get_device_name(0)
-    return cpu
-
-
-def backend_version(backend: str) -> str:
-    """The version of the backend library (without importing another one)."""
-    module = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}.get(backend)
-    with contextlib.suppress(Exception):
-        return str(__import__(module).__version__)
-    return "unknown"
-
-
-def reset_peak_memory(backend: str) -> None:
-    """Reset the peak-memory counter where the backend can (TF, torch; JAX cannot)."""
-    with contextlib.suppress(Exception):
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            if tf.config.list_physical_devices("GPU"):
-                tf.config.experimental.reset_memory_stats("GPU:0")
-        elif backend == "torch":
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-
-
-def peak_memory_bytes(backend: str) -> int | None:
-    """Peak accelerator memory in bytes, or None where not available (e.g. on CPU).
-
-    JAX: `device.memory_stats()["peak_bytes_in_use"]` (process lifetime); TF:
-    `get_memory_info("GPU:0")["peak"]` since the last reset; torch: `max_memory_allocated`.
-    """
-    with contextlib.suppress(Exception):
-        if backend == "jax":
-            import jax
-
-            stats = jax.devices()[0].memory_stats() or {}
-            value = stats.get("peak_bytes_in_use")
-            return None if value is None else int(value)
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            if tf.config.list_physical_devices("GPU"):
-                return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
-        if backend == "torch":
-            import torch
-
-            if torch.cuda.is_available():
-                return int(torch.cuda.max_memory_allocated())
-    return None
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether an exception is an accelerator/host out-of-memory error of any backend."""
-    if isinstance(exc, MemoryError):
-        return True
-    text = f"{type(exc).__name__} {exc}".lower()
-    return any(marker in text for marker in OOM_MARKERS)
-
-
-def _repeated_batch_dataset(x: np.ndarray, y: np.ndarray, steps: int):
-    """A `keras.utils.PyDataset` serving the same (x, y) batch `steps` times (like the
-    protocol's `CacheBatches`, minus the gathering)."""
-    import keras
-
-    class RepeatedBatch(keras.utils.PyDataset):
-        def __init__(self) -> None:
-            super().__init__()
-
-        def __len__(self) -> int:
-            return steps
-
-        def __getitem__(self, index: int):
-            return x, y
-
-    return RepeatedBatch()
-
-
-def build_model(name: str, image_size: int, augment: bool, seed: int):
-    """The protocol's training model: uint8 input -> float32 -> augmentation -> zoo model.
-
-    Args:
-        name: backbone name.
-        image_size: square input size.
-        augment: include the native preset's augmentation layers.
-        seed: augmentation seed.
-
-    Returns:
-        (model, net): the training model and the zoo model inside it, every layer trainable.
-    """
-    import keras
-
-    training = get_preset("native").training
-    inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
-    x = keras.ops.cast(inputs, "float32")
-    if augment:
-        from training.augment import build_augmentation
-
-        layers = build_augmentation(training.augmentation, seed=seed)
-        if layers is not None:
-            x = layers(x)
-    net = zoo.create_backbone(name, NUM_CLASSES, input_shape=image_size, weights=None,
-                              dropout=float(training.dropout))
-    model = keras.Model(inputs, net(x), name=f"{name}_benchmark")
-    for layer in [model, *_sublayers(model)]:
-        layer.trainable = True
-    return model, net
-
-
-def _sublayers(layer) -> list:
-    found, stack = [], list(getattr(layer, "layers", []))
-    while stack:
-        sub = stack.pop()
-        found.append(sub)
-        stack.extend(getattr(sub, "layers", []))
-    return found
-
-
-def compile_model(model, optimizer: str, jit_compile: str) -> None:
-    """Compile like the protocol: AdamW (or SGD), sparse categorical cross-entropy, accuracy.
-
-    Args:
-        model: the training model.
-        optimizer: "adamw" (native preset's learning rate and weight decay) or "sgd".
-        jit_compile: "auto", "on" or "off".
-    """
-    import keras
-
-    training = get_preset("native").training
-    if optimizer == "adamw":
-        opt = keras.optimizers.AdamW(learning_rate=float(training.phase2_lr),
-                                     weight_decay=float(training.weight_decay))
-    else:
-        opt = keras.optimizers.SGD(learning_rate=float(training.phase2_lr), momentum=0.9)
-    model.compile(
-        optimizer=opt,
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile={"auto": "auto", "on": True, "off": False}[jit_compile],
-    )
-
-
-def timed_fit(model, x: np.ndarray, y: np.ndarray, warmup: int, steps: int):
-    """One fit of `warmup` + `steps` steps on the repeated batch, clocked from the end of the
-    last warmup step to the end of the last step.
-
-    Args:
-        model: the compiled model.
-        x: (batch, s, s, 3) uint8 images.
-        y: (batch,) int32 labels.
-        warmup: untimed steps (the first one compiles).
-        steps: timed steps.
-
-    Returns:
-        (seconds from the start of fit to the end of the warmup, seconds of the timed steps,
-        the loss at the end).
-    """
-    import keras
-
-    last_warmup, last = warmup - 1, warmup + steps - 1
-    marks: dict[int, tuple[float, float]] = {}
-
-    class StepClock(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if batch in (last_warmup, last):
-                # Reading the loss waits for the step that computes it.
-                loss = float(np.asarray((logs or {})["loss"]))
-                marks[batch] = (time.perf_counter(), loss)
-
-    start = time.perf_counter()
-    model.fit(_repeated_batch_dataset(x, y, warmup + steps), epochs=1, verbose=0,
-              shuffle=False, callbacks=[StepClock()])
-    (warm_end, _), (end, loss) = marks[last_warmup], marks[last]
-    return warm_end - start, end - warm_end, loss
-
-
 def measure(name: str, options: argparse.Namespace) -> dict[str, Any]:
-    """Measure one backbone in this process (see the module docstring).
+    """Measure one backbone in this process (`training.throughput.measure_training_step`).
 
     Args:
         name: backbone name.
@@ -399,51 +189,36 @@ def measure(name: str, options: argparse.Namespace) -> dict[str, Any]:
     Raises:
         Exception: whatever building or training raises (an out-of-memory error included).
     """
-    import keras
+    from training.throughput import measure_training_step
 
-    backend = _backend()
     size = image_size_of(name, options.image_size)
     if name in os.environ.get(SIMULATE_OOM_ENV, "").split(","):
         raise MemoryError(f"simulated out-of-memory for {name} (${SIMULATE_OOM_ENV})")
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16" if options.precision == "mixed" else "float32")
-    try:
-        # No keras.utils.set_random_seed: it imports TensorFlow whenever it is installed.
-        model, net = build_model(name, size, options.augment, options.seed)
-        compile_model(model, options.optimizer, options.jit_compile)
-        rng = np.random.default_rng(options.seed)
-        x = rng.integers(0, 256, (options.batch_size, size, size, 3), dtype=np.uint8)
-        y = rng.integers(0, NUM_CLASSES, (options.batch_size,), dtype=np.int32)
-
-        reset_peak_memory(backend)
-        compile_s, seconds, loss = timed_fit(model, x, y, options.warmup, options.steps)
-        peak = peak_memory_bytes(backend)
-        from zoo.flops import count_model_flops
-
-        flops = count_model_flops(net)
-        params = zoo.param_counts(model)
-        jit = bool(model.jit_compile)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    timing = measure_training_step(
+        name, size, options.batch_size, steps=options.steps, warmup=options.warmup,
+        mixed_precision=options.precision == "mixed", optimizer=options.optimizer,
+        jit_compile=JIT_COMPILE[options.jit_compile], augment=options.augment, seed=options.seed)
+    seconds, flops, peak = timing.seconds, timing.forward_flops, timing.peak_memory_bytes
     images_per_s = options.batch_size * options.steps / seconds
     return {
         **_row_base(name, size, options),
+        "precision": "mixed_float16" if timing.mixed_precision else "float32",
         "status": "ok",
         "message": "",
-        "jit_compile": jit,
-        "compile_and_warmup_s": compile_s,
+        "jit_compile": timing.jit_compile,
+        "compile_and_warmup_s": timing.compile_and_warmup_s,
         "seconds": seconds,
         "step_ms": 1000.0 * seconds / options.steps,
         "images_per_s": images_per_s,
-        "forward_flops": int(flops),
+        "forward_flops": flops,
         "forward_gflops": flops / 1e9,
         "train_tflops": TRAIN_FLOPS_FACTOR * flops * images_per_s / 1e12,
-        "params_total": params["total"],
-        "params_trainable": params["trainable"],
+        "params_total": timing.params_total,
+        "params_trainable": timing.params_trainable,
         "peak_memory_bytes": peak,
         "peak_memory_gib": None if peak is None else peak / 2**30,
-        "final_loss": loss,
-        "loss_finite": bool(math.isfinite(loss)),
+        "final_loss": timing.final_loss,
+        "loss_finite": bool(math.isfinite(timing.final_loss)),
     }
 
 
@@ -575,7 +350,7 @@ def measure_in_child(name: str, options: argparse.Namespace, workdir: Path) -> d
             _print_tail(name, log)
         return row
     tail = _print_tail(name, log)
-    status = "oom" if any(m in tail.lower() for m in OOM_MARKERS) else "error"
+    status = "oom" if mentions_out_of_memory(tail) else "error"
     return failed_row(name, options, status, f"child process died: {tail[-300:]}", False)
 
 
@@ -613,47 +388,9 @@ def _report_row(row: dict[str, Any]) -> None:
 
 # --- GPU-hours estimate -------------------------------------------------------------------------
 
-def _split_sizes() -> tuple[int, int, int]:
-    train = round(HAM10000_IMAGES * SPLIT_RATIOS[0])
-    val = round(HAM10000_IMAGES * SPLIT_RATIOS[1])
-    return train, val, HAM10000_IMAGES - train - val
-
-
-def _entry_seconds(entry: str, row: dict[str, Any], training: Any) -> tuple[float, str]:
-    """Estimated accelerator seconds of one entry of a native run, and the arithmetic."""
-    n_train, n_val, n_test = _split_sizes()
-    ips = float(row["images_per_s"])
-    compile_s = float(row["compile_and_warmup_s"])
-    if is_svm_entry(entry):
-        seconds = HAM10000_IMAGES / (ips / INFERENCE_FRACTION)
-        return seconds, (f"features of {HAM10000_IMAGES} img / (3 x {ips:.4g} img/s) = "
-                         f"{seconds:.0f} s (SVM fit on CPU not counted)")
-    if not zoo.get_config(backbone_of(entry)).pretrained:  # trained from scratch
-        epochs, train_epochs, phases = training.scratch_epochs, training.scratch_epochs, 1
-        epochs_text = f"{epochs}"
-    else:
-        p1, p2 = training.phase1_epochs, training.phase2_epochs
-        epochs, train_epochs, phases = p1 + p2, p2 + p1 * FROZEN_STEP_FRACTION, 2
-        epochs_text = f"({p2} + {p1}/3)"
-    train_s = n_train * train_epochs / ips
-    eval_images = n_val * epochs + n_val + n_test
-    eval_s = eval_images / (ips / INFERENCE_FRACTION)
-    total = train_s + eval_s + phases * compile_s
-    text = (f"{n_train} img x {epochs_text} epochs / {ips:.4g} img/s = {train_s:.0f} s train"
-            f" + ({n_val} x {epochs} + {n_val + n_test}) img / (3 x {ips:.4g}) = {eval_s:.0f} s"
-            f" predict + {phases} x {compile_s:.0f} s compile = {total:.0f} s")
-    return total, text
-
-
 def estimate_native_run(rows: list[dict[str, Any]], options: argparse.Namespace) -> dict[str, Any]:
-    """Estimate the GPU-hours of one `benchmark.py --all --preset native` run from the rows.
-
-    Per entry: training images x epochs / images/s (phase-1 epochs at 1/3: frozen base), plus
-    validation predictions every epoch and the final val + test predictions at 1/3 of a training
-    step per image, plus the measured compile+warmup time per phase; the SVM baseline is one
-    feature pass over all images. An upper bound in one way (no early stopping; phase 2 with
-    the whole network trainable) and a lower one in another (no start-up, data preparation, SVM
-    fitting or report time).
+    """Estimate the GPU-hours of one `benchmark.py --all --preset native` run from the rows
+    (`training.run_estimate.estimate_run`, which says what is counted).
 
     Args:
         rows: the measured rows.
@@ -663,36 +400,17 @@ def estimate_native_run(rows: list[dict[str, Any]], options: argparse.Namespace)
         {"hours", "seconds", "entries": {entry: {"seconds", "arithmetic"}}, "missing": [...],
         "caveats": [...]}.
     """
-    spec = get_preset("native")
-    training = spec.training
-    measured = {r["backbone"]: r for r in rows if r["status"] == "ok"}
-    entries, missing = {}, []
-    for entry in all_entries():
-        row = measured.get(backbone_of(entry))
-        if row is None:
-            missing.append(entry)
-            continue
-        seconds, text = _entry_seconds(entry, row, training)
-        entries[entry] = {"seconds": seconds, "arithmetic": text}
-    total = sum(e["seconds"] for e in entries.values())
-    n_train, n_val, n_test = _split_sizes()
-    caveats = [
-        f"HAM10000 {HAM10000_IMAGES} images split {n_train}/{n_val}/{n_test} (train/val/test); "
-        f"native preset: phase 1 {training.phase1_epochs} + phase 2 "
-        f"{training.phase2_epochs} epochs, paper_cnn {training.scratch_epochs} epochs, "
-        f"batch {training.batch_size}",
-        "no early stopping assumed and phase 2 timed with the whole network trainable "
-        "(the protocol unfreezes the top 30% with BatchNorm frozen): an upper bound for training",
-        "not counted: machine start-up, data download/cache preparation, SVM fitting (CPU), "
-        "ensembles and report; --folds K multiplies the total by K",
-    ]
-    if options.batch_size != training.batch_size:
-        caveats.append(f"measured at batch {options.batch_size}, the native preset trains at "
-                       f"{training.batch_size}")
+    measured = {r["backbone"]: (float(r["images_per_s"]), float(r["compile_and_warmup_s"]))
+                for r in rows if r["status"] == "ok"}
+    estimate = estimate_run(measured, "native")
+    batch_size = get_preset("native").training.batch_size
+    if options.batch_size != batch_size:
+        estimate["caveats"].append(f"measured at batch {options.batch_size}, the native preset "
+                                   f"trains at {batch_size}")
     if options.image_size is not None:
-        caveats.append(f"measured at --image-size {options.image_size}, not the native sizes")
-    return {"seconds": total, "hours": total / 3600, "entries": entries, "missing": missing,
-            "caveats": caveats}
+        estimate["caveats"].append(
+            f"measured at --image-size {options.image_size}, not the native sizes")
+    return estimate
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -766,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         check_backbones(options.backbones, options.image_size)
     except BenchmarkError as exc:
         print(f"gpu_benchmark: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exitcodes.USER_ERROR
     runner = run_in_process if options.in_process else run_isolated
     rows = runner(options.backbones, options)
     modules = sorted({*watched_modules(), *(m for r in rows for m in r.get("modules_imported", []))})
@@ -789,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
             "estimate": estimate,
         })
         print(f"\nwrote {options.json}")
-    return EXIT_OK if all(r["status"] == "ok" for r in rows) else EXIT_SOME_FAILED
+    return exitcodes.OK if all(r["status"] == "ok" for r in rows) else exitcodes.FAILED
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ from core.errors import DataError
 from core.rundir import default_dataset, find_run_dir
 from training import presets
 from training.entries import all_entries
-from training.settings import ConfigError, RunConfig
+from training.errors import ConfigError
+from training.settings import RunConfig
 
 SYNTHETIC = "synthetic"
 # Where --download is suggested to put a dataset, and where it is looked for without --data-dir.

@@ -17,7 +17,7 @@ read it. Importing this module does not import the zoo (it is imported on first 
 
 from __future__ import annotations
 
-from training.settings import ConfigError
+from training.errors import ConfigError
 
 SVM_SUFFIX = "+svm"
 SVM_ENTRY = "inception_resnet_v2" + SVM_SUFFIX

@@ -1,9 +1,9 @@
 """Where the jobs of `--all` run: `--executor local` (default) or `--executor ray`.
 
-Both executors take the same list of `runner.JobSpec`s and return one `EntryOutcome` per job, in
-the order given; every job writes its files into its own run directory, so the results are the
-same files whichever executor ran them, and resume and the failure rules (`runner.run_job`) hold
-unchanged.
+Both executors take the same list of `training.jobs.JobSpec`s and return one `EntryOutcome` per
+job, in the order given; every job writes its files into its own run directory, so the results are
+the same files whichever executor ran them, and resume and the failure rules
+(`training.jobs.run_job`) hold unchanged.
 
 - local: `--jobs N` runs N jobs at a time, each in its own worker subprocess. On a machine with
   GPUs each parallel slot owns `--devices` GPUs (default 1), handed to its jobs through
@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 from core import defaults
 from core.errors import BenchmarkError
-from training.runner import EntryOutcome, JobSpec, run_job
+from training.jobs import EntryOutcome, JobSpec, run_job
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The protocol fingerprint: one hash of everything that changes a run's results.
 
 Two commands whose fingerprints agree would train the same models on the same data, so a run
-directory can be resumed by the second one; anything else is refused (`training.runner`).
+directory can be resumed by the second one; anything else is refused (`pipeline.rundir_lifecycle`).
 
 What counts (`fingerprint_view`): the resolved config (run.json["config"], written by
 `training.settings.RunConfig.to_dict`) minus the keys that do not change results, plus content

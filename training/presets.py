@@ -23,7 +23,8 @@ from dataclasses import dataclass, replace
 
 from core import defaults
 from training.entries import SVM_ENTRY, all_entries, backbone_of, check_entry
-from training.settings import Augmentation, ConfigError, SvmSettings, TrainingSettings
+from training.errors import ConfigError
+from training.settings import Augmentation, SvmSettings, TrainingSettings
 
 PAPER_SIZE = 224
 SMOKE_MIN_SIZE = 32

@@ -27,17 +27,14 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from core import defaults
-from core.errors import BenchmarkError, RunDirError
+from core.errors import RunDirError
+from training.errors import ConfigError
 
 # Field metadata: the key is left out of the dict while the field holds its default.
 OMITTED_AT_DEFAULT = {"omitted_at_default": True}
 # Field metadata: the field is written as other keys (RunConfig.seeds, RunConfig.replicate).
 FLATTENED = {"flattened": True}
 
-
-class ConfigError(BenchmarkError, ValueError):
-    """A command line or setting that cannot be resolved into a config (the message says how to
-    fix it)."""
 
 
 @dataclass(frozen=True)

@@ -120,8 +120,8 @@ def extract_features(cache: Any, backbone: str, config: RunConfig, batch_size: i
     Raises:
         DevicesError: more devices than visible, or a batch size they do not divide.
     """
+    from training.backend import setup_backend
     from training.distribution import check_batch_size, data_parallel
-    from training.protocol import setup_backend
 
     training = config.training
     weights = config.weights
@@ -157,7 +157,7 @@ def _compute_features(cache: Any, backbone: str, config: RunConfig,
     import keras
 
     import zoo
-    from training.protocol import predict_rows
+    from training.entry_data import predict_rows
     from zoo.flops import count_model_flops
 
     net = zoo.create_backbone(backbone, NUM_CLASSES, input_shape=(cache.size, cache.size, 3),
@@ -332,7 +332,7 @@ def run_svm_entry(entry: str, config: RunConfig, cache: Any, data: Any,
         entry: "inception_resnet_v2+svm".
         config: the typed config.
         cache: the `ImageCache` at the entry's size.
-        data: `training.protocol.EntryData` of the same cache.
+        data: `training.entry_data.EntryData` of the same cache.
         entry_dir: models/<entry>.
         fingerprint: the run's protocol fingerprint.
         batch_size: feature-extraction batch size (default svm.batch_size or training.batch_size).
@@ -344,7 +344,7 @@ def run_svm_entry(entry: str, config: RunConfig, cache: Any, data: Any,
     """
     from core.entry_metrics import write_entry_metrics
     from training.entries import backbone_of, entry_description, entry_kind
-    from training.protocol import write_prediction_file
+    from training.entry_data import write_prediction_file
 
     entry_dir = Path(entry_dir)
     entry_dir.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,8 @@ size, trains the entry under the protocol (or fits the SVM baseline) and writes 
 Exit codes (`core.exitcodes`; the runner acts on them):
 
     0  ok
-    3  out of memory (the runner retries with half the batch size)
+    3  out of memory (`training.out_of_memory.is_out_of_memory`; the runner retries with half
+       the batch size)
     4  NaN or infinite loss (status "nan" in metrics.json)
     1  any other failure (status "failed" and the error in metrics.json)
 
@@ -20,8 +21,9 @@ deterministic run under JAX the worker adds `--xla_gpu_deterministic_ops=true` t
 JAX starts (XLA on the CPU is deterministic anyway), and keeps XLA compilations on disk for the
 next worker (`_jax_compilation_cache`).
 
-For tests: $DERMBENCH_SIMULATE_OOM_ABOVE_BATCH=N makes any batch size above N run out of memory;
-$DERMBENCH_SIMULATE_NAN=1 makes every epoch's loss NaN.
+For tests: $DERMBENCH_SIMULATE_OOM_ABOVE_BATCH=N makes any batch size above N run out of memory
+(`training.out_of_memory`); $DERMBENCH_SIMULATE_NAN=1 makes every epoch's loss NaN
+(`training.callbacks`).
 """
 
 from __future__ import annotations
@@ -39,38 +41,12 @@ from typing import Any
 
 from core import exitcodes
 from core.errors import BenchmarkError
+from training.out_of_memory import is_out_of_memory
 from training.settings import RunConfig
 
 JAX_CACHE_DIR = "jax-compilation"
-_OOM_MARKERS = ("out of memory", "resource_exhausted", "resourceexhausted", "oom when allocating",
-                "failed to allocate")
 
 logger = logging.getLogger("training.worker")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether an exception means the accelerator (or host) ran out of memory.
-
-    MemoryError, TensorFlow's ResourceExhaustedError (checked only when TensorFlow is already
-    imported), and any error whose message says "out of memory" / "RESOURCE_EXHAUSTED" (JAX/XLA,
-    torch), also in its chained causes.
-    """
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, MemoryError):
-            return True
-        tf = sys.modules.get("tensorflow")
-        if tf is not None:
-            errors = getattr(tf, "errors", None)
-            resource = getattr(errors, "ResourceExhaustedError", None)
-            if resource is not None and isinstance(exc, resource):
-                return True
-        text = f"{type(exc).__name__}: {exc}".lower()
-        if any(marker in text for marker in _OOM_MARKERS):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _positive_int(text: str) -> int:
@@ -190,7 +166,7 @@ def run_entry(out: Path, entry: str, batch_size: int | None = None, cache_dir: s
     cache = build_cache(table["path"].tolist(), table["image_id"].tolist(), size,
                         resize_mode=config.resize_mode, cache_root=cache_dir,
                         workers=workers)
-    from training.protocol import load_entry_data
+    from training.entry_data import load_entry_data
 
     data = load_entry_data(cache, splits)
     entry_dir = run.model_dir(entry)
@@ -223,7 +199,7 @@ def _prepare_determinism(out: Path) -> None:
         return
     import keras
 
-    from training.protocol import JAX_DETERMINISTIC_FLAG
+    from training.backend import JAX_DETERMINISTIC_FLAG
 
     flags = os.environ.get("XLA_FLAGS", "").split()
     if keras.backend.backend() == "jax" and JAX_DETERMINISTIC_FLAG not in flags:

@@ -1,6 +1,6 @@
 """`create_backbone`: preprocessing + backbone + head, assembled the same way for every entry.
 
-Layout (STAGE_API.md): input (raw RGB 0-255) -> "preprocess" -> "backbone" (nested model; the
+Layout (docs/ARCHITECTURE.md, "The model"): input (raw RGB 0-255) -> "preprocess" -> "backbone" (nested model; the
 protocol freezes/unfreezes it) -> "pool" -> "dropout" -> "logits" (Dense) -> "predictions"
 (softmax, float32 even under a mixed-precision policy).
 """

@@ -59,17 +59,20 @@ def _task_imports() -> dict:
     import training.svm_baseline  # noqa: F401
     import training.worker  # noqa: F401
     import zoo
-    from training import policies, presets, protocol
+    from training import policies, presets
+    from training.backend import setup_backend
+    from training.entry_data import predict_rows
+    from training.model import build_training_model, compile_phase, configure_phase
 
     imported_early = "tensorflow" in sys.modules
     training = presets.resolve_preset("smoke", ["paper_cnn"]).training
-    protocol.setup_backend(0, True, "auto")
-    tm = protocol.build_training_model("paper_cnn", 64, training)
+    setup_backend(0, True, "auto")
+    tm = build_training_model("paper_cnn", 64, training)
     phase = policies.Phase("scratch", 1, 1e-3)
-    protocol.configure_phase(tm, phase, training)
-    protocol.compile_phase(tm, training, phase, steps_per_epoch=2)
+    configure_phase(tm, phase, training)
+    compile_phase(tm, training, phase, steps_per_epoch=2)
     images = np.random.default_rng(0).integers(0, 255, (6, 64, 64, 3), dtype=np.uint8)
-    proba = protocol.predict_rows(tm.infer, images, np.arange(5), batch_size=4)
+    proba = predict_rows(tm.infer, images, np.arange(5), batch_size=4)
     zoo.count_flops("paper_cnn", 64)
     return {
         "backend": keras.backend.backend(),
@@ -117,6 +120,8 @@ def _task_resume(out: str) -> dict:
     from data_utils.splits import make_splits
     from data_utils.synthetic import generate_synthetic
     from training import presets, protocol, svm_baseline
+    from training.entry_data import load_entry_data
+    from training.resume_state import read_progress
     from training.settings import RunConfig
 
     zoo.register(zoo.BackboneConfig(
@@ -129,7 +134,7 @@ def _task_resume(out: str) -> dict:
     table = make_splits(read_dataset("synthetic", root), ratios=(0.6, 0.2, 0.2), seed=0)
     cache = build_cache(table["path"].tolist(), table["image_id"].tolist(), TINY_SIZE, workers=1,
                         progress=False)
-    data = protocol.load_entry_data(cache, table[["image_id", "lesion_id", "dx", "split"]])
+    data = load_entry_data(cache, table[["image_id", "lesion_id", "dx", "split"]])
     # The largest batch size up to 8 that divides the training split: one compiled step shape.
     batch = max(b for b in range(1, 9) if len(data.train) % b == 0)
     resolved = presets.resolve_preset("smoke", ["paper_cnn"])
@@ -155,7 +160,7 @@ def _task_resume(out: str) -> dict:
                              callbacks=[_KillThirdEpoch()])
     except KeyboardInterrupt:
         pass
-    progress = protocol.read_progress(out / "resumed")
+    progress = read_progress(out / "resumed")
     resumed = protocol.train_entry(TINY, config, data, out / "resumed", fingerprint="fp",
                                    verbose=0)
     svm = svm_baseline.run_svm_entry(f"{TINY}+svm", config, cache, data, out / "svm",

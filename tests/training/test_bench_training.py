@@ -26,6 +26,9 @@ from data_utils.cache import build_cache
 from data_utils.readers import read_dataset
 from data_utils.synthetic import generate_synthetic
 from training import policies, presets, protocol
+from training.backend import setup_backend
+from training.entry_data import EntryData, SplitData
+from training.model import build_training_model, compile_phase, configure_phase
 from training.settings import RunConfig
 
 N_IMAGES = 56
@@ -63,13 +66,13 @@ def setup():
     ids = table["image_id"].to_numpy().astype(str)
 
     def part(r):
-        return protocol.SplitData(rows=r, labels=labels_all[r], image_id=ids[r],
-                                  lesion_id=table["lesion_id"].to_numpy().astype(str)[r],
-                                  label=table["dx"].to_numpy().astype(str)[r])
+        return SplitData(rows=r, labels=labels_all[r], image_id=ids[r],
+                         lesion_id=table["lesion_id"].to_numpy().astype(str)[r],
+                         label=table["dx"].to_numpy().astype(str)[r])
 
     small = np.arange(8)
-    data = protocol.EntryData(images=cache.images, train=part(rows), val=part(small),
-                              test=part(small + 8))
+    data = EntryData(images=cache.images, train=part(rows), val=part(small),
+                     test=part(small + 8))
     resolved = presets.resolve_preset("smoke", ["paper_cnn"])
     training = replace(resolved.training, batch_size=BATCH, scratch_epochs=EPOCHS,
                        early_stopping_patience=0)
@@ -88,11 +91,11 @@ def _ours(setup, tmp_path) -> float:
 def _bare(setup) -> float:
     data, config = setup
     training = config.training
-    protocol.setup_backend(0, False, "off")
-    tm = protocol.build_training_model("paper_cnn", SIZE, training)
+    setup_backend(0, False, "off")
+    tm = build_training_model("paper_cnn", SIZE, training)
     phase = policies.Phase("scratch", EPOCHS, training.scratch_lr)
-    protocol.configure_phase(tm, phase, training)
-    protocol.compile_phase(tm, training, phase, STEPS)
+    configure_phase(tm, phase, training)
+    compile_phase(tm, training, phase, STEPS)
     x = np.array(data.images[data.train.rows])
     y = data.train.labels
     timer = _EpochTimer()

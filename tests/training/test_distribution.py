@@ -26,7 +26,7 @@ from core.classes import NUM_CLASSES
 from core.predictions import read_predictions
 from data_utils.cache import build_cache
 from data_utils.prepare import prepare
-from training import presets, protocol
+from training import presets
 from training.distribution import (
     DevicesError,
     check_batch_size,
@@ -34,6 +34,7 @@ from training.distribution import (
     data_parallel,
     visible_devices,
 )
+from training.entry_data import TrimmedBatches, load_entry_data, predict_rows
 from training.settings import RunConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,18 +109,18 @@ def _current_distribution():
 def test_trimmed_batches_split_evenly_over_the_devices():
     images = np.arange(23 * 2 * 2 * 3, dtype=np.uint8).reshape(23, 2, 2, 3)
     rows, labels = np.arange(23), np.arange(23) % 7
-    batches = protocol.TrimmedBatches(images, rows, labels, batch_size=8, multiple=4,
-                                      shuffle=True, seed=3)
+    batches = TrimmedBatches(images, rows, labels, batch_size=8, multiple=4, shuffle=True,
+                             seed=3)
     sizes = [len(batches[i][0]) for i in range(len(batches))]
     assert sizes == [8, 8, 4]  # 23 = 8 + 8 + 7 -> the last batch cut to 4
     x, y = batches[2]
     assert len(y) == 4 and x.shape == (4, 2, 2, 3)
-    assert [len(b[0]) for b in protocol.TrimmedBatches(images, rows[:19], labels[:19],
-                                                       batch_size=8, multiple=4)] == [8, 8]
-    one = protocol.TrimmedBatches(images, rows, labels, batch_size=8)  # multiple 1: CacheBatches
+    assert [len(b[0]) for b in TrimmedBatches(images, rows[:19], labels[:19],
+                                              batch_size=8, multiple=4)] == [8, 8]
+    one = TrimmedBatches(images, rows, labels, batch_size=8)  # multiple 1: CacheBatches
     assert [len(one[i][1]) for i in range(len(one))] == [8, 8, 7]
     with pytest.raises(ValueError, match="divide"):
-        protocol.TrimmedBatches(images, rows, labels, batch_size=8, multiple=3)
+        TrimmedBatches(images, rows, labels, batch_size=8, multiple=3)
 
 
 def test_predict_rows_pads_to_one_batch_shape():
@@ -136,7 +137,7 @@ def test_predict_rows_pads_to_one_batch_shape():
 
     original = model.predict
     model.predict = lambda data, **kw: original(data, callbacks=[_Shapes()], **kw)
-    out = protocol.predict_rows(model, images, rows, batch_size=4)
+    out = predict_rows(model, images, rows, batch_size=4)
     np.testing.assert_array_equal(out, images[rows].reshape(5, -1).astype("float32"))
     assert seen == [4, 4]  # 5 rows -> two full batches, the padding dropped
 
@@ -200,7 +201,7 @@ def _check_data_parallel_entry(out: Path, backend: str) -> None:
     table = _image_table(RunConfig.from_dict(meta["config"]))  # the worker's cache (a hit here)
     cache = build_cache(table["path"].tolist(), table["image_id"].tolist(), SIZE, workers=1,
                         progress=False)
-    data = protocol.load_entry_data(cache, pd.read_csv(out / "splits.csv", dtype=str))
+    data = load_entry_data(cache, pd.read_csv(out / "splits.csv", dtype=str))
     # The best checkpoint on one device in this process predicts what the replicas wrote.
     net = zoo.create_backbone("paper_cnn", NUM_CLASSES, input_shape=SIZE,
                               preprocessing=meta["config"]["training"].get("preprocessing"))
@@ -208,7 +209,7 @@ def _check_data_parallel_entry(out: Path, backend: str) -> None:
     for split, part in (("val", data.val), ("test", data.test)):
         preds = read_predictions(entry / f"predictions_{split}.csv")
         assert list(preds.image_id) == list(part.image_id)
-        expected = protocol.predict_rows(net, data.images, part.rows, batch_size=8)
+        expected = predict_rows(net, data.images, part.rows, batch_size=8)
         np.testing.assert_allclose(preds.proba, expected, atol=2e-4)
 
 

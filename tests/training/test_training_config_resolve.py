@@ -9,8 +9,9 @@ import pytest
 from benchmark import build_parser
 from core.errors import BenchmarkError, DataError
 from training.config import resolve_config, resolve_entries, resolve_out
+from training.errors import ConfigError
 from training.presets import resolve_preset
-from training.settings import ConfigError, RunConfig
+from training.settings import RunConfig
 
 STUDY_ORDER = ["inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large",
                "paper_cnn", "inception_resnet_v2+svm"]

@@ -17,7 +17,7 @@ from training.executors import (
     thread_environment,
     visible_gpus,
 )
-from training.runner import EntryOutcome, JobSpec
+from training.jobs import EntryOutcome, JobSpec
 from training.settings import RunConfig
 
 

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from training import entries, policies, presets
-from training.settings import ConfigError, TrainingSettings
+from training.errors import ConfigError
+from training.settings import TrainingSettings
 
 # Five-layer residual blocks: the Add ends each block.
 BLOCK = ["Conv2D", "BatchNormalization", "Activation", "Conv2D", "Add"]

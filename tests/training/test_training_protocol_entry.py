@@ -26,6 +26,12 @@ from data_utils.splits import make_splits
 from data_utils.synthetic import generate_synthetic
 from training import policies, presets, protocol, svm_baseline
 from training.augment import build_augmentation
+from training.backend import setup_backend
+from training.callbacks import SIMULATE_NAN_ENV
+from training.entry_data import load_entry_data
+from training.errors import ProtocolError
+from training.model import build_training_model, configure_phase, make_optimizer
+from training.resume_state import HISTORY_COLUMNS, read_progress
 from training.settings import Augmentation, RunConfig, SvmSettings
 
 TINY = "tiny_bn_test"
@@ -67,7 +73,7 @@ def data():
     table = make_splits(read_dataset("synthetic", root), ratios=(0.6, 0.2, 0.2), seed=0)
     cache = build_cache(table["path"].tolist(), table["image_id"].tolist(), SIZE, workers=1,
                         progress=False)
-    return protocol.load_entry_data(cache, table[["image_id", "lesion_id", "dx", "split"]])
+    return load_entry_data(cache, table[["image_id", "lesion_id", "dx", "split"]])
 
 
 def _config(**training) -> RunConfig:
@@ -96,7 +102,7 @@ def test_entry_writes_the_contract_files(paper_cnn_run, data):
         assert list(preds.image_id) == list(part.image_id)
         assert list(preds.label) == list(part.label)
     history = pd.read_csv(entry_dir / "history.csv")
-    assert list(history.columns) == list(protocol.HISTORY_COLUMNS)
+    assert list(history.columns) == list(HISTORY_COLUMNS)
     assert list(history["epoch"]) == [1, 2] and set(history["phase"]) == {"scratch"}
     assert np.isfinite(history[["loss", "val_loss", "val_balanced_accuracy", "lr"]].to_numpy()).all()
     on_disk = read_json(entry_dir / "metrics.json")
@@ -134,7 +140,7 @@ def test_resume_continues_from_the_last_completed_epoch(data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         protocol.train_entry(TINY, config, data, resumed_dir, fingerprint="fp", verbose=0,
                              callbacks=[_KillInFinetune(1)])
-    progress = protocol.read_progress(resumed_dir)
+    progress = read_progress(resumed_dir)
     assert progress["global_epoch"] == 3 and progress["phase_index"] == 1
     assert progress["phase_epochs"] == 1 and not progress["phase_finished"]
     steps = math.ceil(len(data.train) / 8)
@@ -188,9 +194,9 @@ class _KillInFinetune(keras.callbacks.Callback):
 
 def test_phase_two_unfreezes_the_top_and_keeps_batchnorm_frozen(data):
     training = _config(unfreeze_fraction=0.5).training
-    tm = protocol.build_training_model(TINY, SIZE, training)
-    frozen = protocol.configure_phase(tm, policies.Phase("frozen", 1, 1e-3), training)
-    finetune = protocol.configure_phase(tm, policies.Phase("finetune", 1, 1e-4), training)
+    tm = build_training_model(TINY, SIZE, training)
+    frozen = configure_phase(tm, policies.Phase("frozen", 1, 1e-3), training)
+    finetune = configure_phase(tm, policies.Phase("finetune", 1, 1e-4), training)
     layers = tm.base.layers
     types = [type(layer).__name__ for layer in layers]
     start = policies.unfreeze_start(types, 0.5)
@@ -205,12 +211,12 @@ def test_phase_two_unfreezes_the_top_and_keeps_batchnorm_frozen(data):
     conv = 3 * 3 * 8 * 8 + 8
     assert frozen == head
     assert finetune == head + conv * len(expected)
-    scratch = protocol.configure_phase(tm, policies.Phase("scratch", 1, 1e-3), training)
+    scratch = configure_phase(tm, policies.Phase("scratch", 1, 1e-3), training)
     assert scratch == zoo.param_counts(tm.model)["trainable"] > finetune
 
 
 def test_nan_loss_stops_the_entry_with_status_nan(data, tmp_path, monkeypatch):
-    monkeypatch.setenv(protocol.SIMULATE_NAN_ENV, "1")
+    monkeypatch.setenv(SIMULATE_NAN_ENV, "1")
     metrics = protocol.train_entry("paper_cnn", _config(scratch_epochs=3), data, tmp_path / "e",
                                    fingerprint="fp", verbose=0)
     assert metrics["status"] == "nan" and "NaN" in metrics["error"]
@@ -223,7 +229,7 @@ def test_nan_loss_stops_the_entry_with_status_nan(data, tmp_path, monkeypatch):
 def test_schedule_matches_the_policy_function():
     training = _config(warmup_epochs=1, min_lr_fraction=0.1).training
     phase = policies.Phase("scratch", 3, 2e-3)
-    optimizer = protocol.make_optimizer(training, phase, steps_per_epoch=4)
+    optimizer = make_optimizer(training, phase, steps_per_epoch=4)
     warmup, decay = policies.schedule_steps(3, 4, 1)
     for step in (0, 2, 4, 7, 12, 20):
         got = float(optimizer.learning_rate(step) if callable(optimizer.learning_rate)
@@ -257,20 +263,20 @@ def test_load_entry_data_errors(data):
 
     table = pd.DataFrame({"image_id": ["a", "b"], "lesion_id": ["l", "m"], "dx": ["nv", "mel"],
                           "split": ["train", "val"]})
-    with pytest.raises(protocol.ProtocolError, match="no 'test' rows"):
-        protocol.load_entry_data(_Cache, table)
-    with pytest.raises(protocol.ProtocolError, match="unknown class 'xx'"):
-        protocol.load_entry_data(_Cache, table.assign(dx=["nv", "xx"]))
-    with pytest.raises(protocol.ProtocolError, match="split"):
-        protocol.load_entry_data(_Cache, table.drop(columns="split"))
+    with pytest.raises(ProtocolError, match="no 'test' rows"):
+        load_entry_data(_Cache, table)
+    with pytest.raises(ProtocolError, match="unknown class 'xx'"):
+        load_entry_data(_Cache, table.assign(dx=["nv", "xx"]))
+    with pytest.raises(ProtocolError, match="split"):
+        load_entry_data(_Cache, table.drop(columns="split"))
 
 
 def test_mixed_precision_is_off_on_cpu(caplog):
-    assert protocol.setup_backend(0, False, "on") is False
+    assert setup_backend(0, False, "on") is False
     assert keras.mixed_precision.dtype_policy().name == "float32"
     assert "no GPU" in caplog.text
-    with pytest.raises(protocol.ProtocolError, match="mixed_precision"):
-        protocol.setup_backend(0, False, "maybe")
+    with pytest.raises(ProtocolError, match="mixed_precision"):
+        setup_backend(0, False, "maybe")
 
 
 def test_svm_on_small_features_chooses_c_on_val():

@@ -16,7 +16,9 @@ import pytest
 from core.atomic import atomic_write_json, read_json
 from core.predictions import read_predictions
 from data_utils.prepare import prepare
-from training import presets, protocol, worker
+from training import presets, worker
+from training.callbacks import SIMULATE_NAN_ENV
+from training.out_of_memory import SIMULATE_OOM_ENV
 from training.settings import RunConfig
 
 N_IMAGES = 42
@@ -63,7 +65,7 @@ def test_worker_trains_an_entry(rundir, tmp_path):
 
 def test_worker_nan_exits_4(rundir, tmp_path, monkeypatch):
     out = _fresh(rundir, tmp_path)
-    monkeypatch.setenv(protocol.SIMULATE_NAN_ENV, "1")
+    monkeypatch.setenv(SIMULATE_NAN_ENV, "1")
     assert worker.main(["--out", str(out), "--entry", "paper_cnn", "--verbose", "0"]) == 4
     metrics = read_json(out / "models" / "paper_cnn" / "metrics.json")
     assert metrics["status"] == "nan" and "NaN" in metrics["error"]
@@ -72,7 +74,7 @@ def test_worker_nan_exits_4(rundir, tmp_path, monkeypatch):
 
 def test_worker_out_of_memory_exits_3(rundir, tmp_path, monkeypatch):
     out = _fresh(rundir, tmp_path)
-    monkeypatch.setenv(protocol.SIMULATE_OOM_ENV, "4")
+    monkeypatch.setenv(SIMULATE_OOM_ENV, "4")
     code = worker.main(["--out", str(out), "--entry", "paper_cnn", "--batch-size", "8",
                         "--verbose", "0"])
     assert code == 3
@@ -103,24 +105,6 @@ def test_worker_subprocess_entry_point(rundir, tmp_path):
     assert result.returncode == 1, result.stderr
     metrics = read_json(tmp_path / "models" / "paper_cnn" / "metrics.json")
     assert metrics["status"] == "failed" and "image_size" in metrics["error"]
-
-
-def test_is_out_of_memory():
-    assert worker.is_out_of_memory(MemoryError())
-    assert worker.is_out_of_memory(protocol.SimulatedOutOfMemoryError("x"))
-    assert worker.is_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: failed to allocate 2.0GiB"))
-    assert worker.is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate"))
-    try:
-        try:
-            raise MemoryError("inner")
-        except MemoryError as inner:
-            raise ValueError("wrapped") from inner
-    except ValueError as outer:
-        assert worker.is_out_of_memory(outer)
-    assert not worker.is_out_of_memory(ValueError("bad value"))
-    import tensorflow as tf
-
-    assert worker.is_out_of_memory(tf.errors.ResourceExhaustedError(None, None, "OOM"))
 
 
 def test_a_config_of_another_version_fails_naming_run_json_and_the_key(rundir, tmp_path):

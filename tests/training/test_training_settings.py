@@ -15,9 +15,9 @@ import pytest
 
 from benchmark import build_parser
 from core.errors import RunDirError
+from pipeline.replicates import replicate_config
 from training.config import resolve_config
 from training.fingerprint import canonical_json, protocol_fingerprint
-from training.grid import replicate_config
 from training.settings import (
     Augmentation,
     ConfigError,

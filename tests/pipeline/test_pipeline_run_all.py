@@ -1,5 +1,6 @@
-"""`run_all` end to end with a stand-in worker: data preparation, per-entry outcomes, ensembles,
-results.csv, report, refusals and --force-new (the real worker is exercised by the e2e tests)."""
+"""`--all` (pipeline.run_all) end to end with a stand-in worker: data preparation, per-entry
+outcomes, ensembles, results.csv, report, refusals and --force-new (the real worker is exercised by
+the e2e tests)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from core.entry_metrics import write_entry_metrics
 from core.errors import RunDirError
 from core.predictions import make_predictions, write_predictions
 from core.rundir import RunDir
-from training import cli, runner
+from pipeline import all_action
+from pipeline.run_all import run_all
+from training import jobs
 from training.entries import entry_kind
 
 N_IMAGES = "80"
@@ -67,7 +70,7 @@ def workers(monkeypatch):
         calls.append(name)
         return behaviour.get(name, _ok)(run_dir, name, batch_size)
 
-    monkeypatch.setattr(runner, "run_worker", fake_run_worker)
+    monkeypatch.setattr(jobs, "run_worker", fake_run_worker)
     return behaviour, calls
 
 
@@ -78,7 +81,7 @@ REWRITTEN_SAME = ("metrics.json",)
 
 @pytest.fixture()
 def fast_report(monkeypatch):
-    """The real report takes ~10 s of figures; tests about the runner only need to see it called
+    """The real report takes ~10 s of figures; tests about the flow only need to see it called
     (test_a_failed_entry_... and the e2e tests build the real one)."""
     import reports.build
 
@@ -106,7 +109,8 @@ def test_a_failed_entry_is_recorded_the_others_go_on_and_ensembles_are_built(
     behaviour["paper_cnn"] = lambda *a: 1  # dies without recording anything
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO):
-        code = cli.run_all(_args(out, "--models", "paper_cnn", "inception_v3", "xception"))
+        code = all_action.run_all_action(_args(out, "--models", "paper_cnn", "inception_v3",
+                                               "xception"))
     assert code == 1
     assert calls == ["paper_cnn", "inception_v3", "xception"]
     captured = capsys.readouterr()
@@ -137,12 +141,12 @@ def test_a_rerun_retries_only_the_failed_entry(tmp_path, workers, fast_report):
     behaviour["paper_cnn"] = lambda *a: 1
     out = tmp_path / "run"
     args = ("--models", "paper_cnn", "inception_v3")
-    assert cli.run_all(_args(out, *args)) == 1
+    assert all_action.run_all_action(_args(out, *args)) == 1
     calls.clear()
     behaviour.pop("paper_cnn")
     run = RunDir(out)
     finished = _snapshot(run.model_dir("inception_v3"))
-    assert cli.run_all(_args(out, *args)) == 0
+    assert all_action.run_all_action(_args(out, *args)) == 0
     assert calls == ["paper_cnn"]
     assert _snapshot(run.model_dir("inception_v3")) == finished
     assert read_json(run.model_dir("paper_cnn") / "metrics.json")["status"] == "ok"
@@ -155,8 +159,7 @@ def test_a_nan_entry_is_recorded_and_the_next_entry_still_trains(tmp_path, worke
     behaviour, calls = workers
     behaviour["inception_v3"] = _nan
     with caplog.at_level(logging.INFO):
-        outcome = runner.run_all(_args(tmp_path / "run", "--models", "inception_v3",
-                                       "paper_cnn"))
+        outcome = run_all(_args(tmp_path / "run", "--models", "inception_v3", "paper_cnn"))
     assert calls == ["inception_v3", "paper_cnn"]
     assert [(e.name, e.status) for e in outcome.entries] == [("inception_v3", "nan"),
                                                               ("paper_cnn", "ok")]
@@ -169,10 +172,10 @@ def test_a_rerun_of_a_finished_run_changes_nothing(tmp_path, workers, fast_repor
     caplog.set_level(logging.INFO)
     _, calls = workers
     out = tmp_path / "run"
-    assert cli.run_all(_args(out, "--models", "paper_cnn")) == 0
+    assert all_action.run_all_action(_args(out, "--models", "paper_cnn")) == 0
     before = _snapshot(out)
     calls.clear()
-    assert cli.run_all(_args(out, "--models", "paper_cnn")) == 0
+    assert all_action.run_all_action(_args(out, "--models", "paper_cnn")) == 0
     assert calls == []
     after = _snapshot(out)
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
@@ -183,10 +186,10 @@ def test_a_rerun_of_a_finished_run_changes_nothing(tmp_path, workers, fast_repor
 def test_adding_models_resumes_the_same_run_directory(tmp_path, workers, fast_report):
     _, calls = workers
     out = tmp_path / "run"
-    assert cli.run_all(_args(out, "--models", "paper_cnn")) == 0
+    assert all_action.run_all_action(_args(out, "--models", "paper_cnn")) == 0
     fingerprint = read_json(RunDir(out).run_json)["fingerprint"]
     calls.clear()
-    assert cli.run_all(_args(out, "--models", "xception", "paper_cnn")) == 0
+    assert all_action.run_all_action(_args(out, "--models", "xception", "paper_cnn")) == 0
     assert calls == ["xception"]
     meta = read_json(RunDir(out).run_json)
     assert meta["fingerprint"] == fingerprint
@@ -196,22 +199,22 @@ def test_adding_models_resumes_the_same_run_directory(tmp_path, workers, fast_re
 def test_another_protocol_is_refused_and_force_new_uses_a_sibling(tmp_path, workers,
                                                                  fast_report):
     out = tmp_path / "run"
-    assert cli.run_all(_args(out, "--models", "paper_cnn")) == 0
+    assert all_action.run_all_action(_args(out, "--models", "paper_cnn")) == 0
     before = _snapshot(out)
     with pytest.raises(RunDirError) as info:
-        runner.run_all(_args(out, "--models", "paper_cnn", "--seed", "3", "--epochs", "2"))
+        run_all(_args(out, "--models", "paper_cnn", "--seed", "3", "--epochs", "2"))
     message = str(info.value)
     assert "seed: 0 -> 3" in message
     assert "training.phase1_epochs: 1 -> 2" in message
     assert "--force-new" in message
     assert _snapshot(out) == before
 
-    outcome = runner.run_all(_args(out, "--models", "paper_cnn", "--seed", "3", "--force-new"))
+    outcome = run_all(_args(out, "--models", "paper_cnn", "--seed", "3", "--force-new"))
     assert outcome.run_dir == tmp_path / "run-2"
     assert read_json(RunDir(tmp_path / "run-2").run_json)["config"]["seed"] == 3
     assert _snapshot(out) == before
     # The same --force-new command again resumes run-2 instead of starting run-3.
-    again = runner.run_all(_args(out, "--models", "paper_cnn", "--seed", "3", "--force-new"))
+    again = run_all(_args(out, "--models", "paper_cnn", "--seed", "3", "--force-new"))
     assert again.run_dir == tmp_path / "run-2"
     assert not (tmp_path / "run-3").exists()
     assert again.entries[0].skipped
@@ -225,7 +228,7 @@ def test_an_error_in_the_report_is_recorded_after_the_models_are_safe(
         raise ValueError("'xerr' must not contain negative values")
 
     monkeypatch.setattr(reports.build, "build_report", broken)
-    outcome = runner.run_all(_args(tmp_path / "run", "--models", "paper_cnn"))
+    outcome = run_all(_args(tmp_path / "run", "--models", "paper_cnn"))
     assert outcome.entries[0].ok
     assert outcome.results_csv is not None and outcome.report is None
     assert outcome.failures == [

@@ -16,7 +16,8 @@ from core.classes import CLASS_INDEX, CLASSES
 from core.entry_metrics import write_entry_metrics
 from core.predictions import make_predictions, write_predictions
 from core.rundir import RunDir
-from training import runner
+from pipeline.run_all import run_all
+from training import jobs
 
 MODELS = ("xception", "inception_v3", "resnext101")
 REPLICATES = ("fold0-seed0", "fold0-seed1", "fold1-seed0", "fold1-seed1")
@@ -83,11 +84,11 @@ def _members(run: RunDir) -> dict[str, tuple[list[str], str]]:
 def test_one_member_set_for_the_grid_and_stale_replicates_refit(
         tmp_path, monkeypatch, reports_called, caplog):
     failing = {("fold1-seed1", "resnext101")}
-    monkeypatch.setattr(runner, "run_worker", _worker(failing))
+    monkeypatch.setattr(jobs, "run_worker", _worker(failing))
     out = tmp_path / "grid"
     run = RunDir(out)
     with caplog.at_level(logging.INFO):
-        outcome = runner.run_all(_args(out, "--reference", "xception"))
+        outcome = run_all(_args(out, "--reference", "xception"))
     # resnext101 failed in one replicate: left out of every replicate's ensembles
     assert "resnext101 is not finished in fold1-seed1; it is left out" in caplog.text
     assert _members(run) == dict.fromkeys(REPLICATES, (["inception_v3", "xception"], "oof"))
@@ -96,14 +97,14 @@ def test_one_member_set_for_the_grid_and_stale_replicates_refit(
 
     # the rerun trains it: every replicate is refit with the three members
     failing.clear()
-    runner.run_all(_args(out))
+    run_all(_args(out))
     assert _members(run) == dict.fromkeys(
         REPLICATES, (["inception_v3", "resnext101", "xception"], "oof"))
     assert [call["reference"] for call in reports_called] == ["xception", "inception_resnet_v2"]
 
     # nothing new: every ensemble and the report are kept
     before = _ensemble_files(run)
-    runner.run_all(_args(out))
+    run_all(_args(out))
     assert _ensemble_files(run) == before and len(reports_called) == 2
 
     # one replicate's stacking fit without out-of-fold predictions (as before they existed):
@@ -115,7 +116,7 @@ def test_one_member_set_for_the_grid_and_stale_replicates_refit(
     atomic_write_json(stale, {**record, "fit_split": "val"})
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        runner.run_all(_args(out))
+        run_all(_args(out))
     assert "fold0-seed1/stacking is (re)fit: fit with inception_v3's test, val predictions" \
         in caplog.text
     after = _ensemble_files(run)

@@ -1,4 +1,4 @@
-"""The runner's pieces without training: worker streaming, exit codes, OOM retry, skips, locks."""
+"""A job's pieces without training: worker streaming, exit codes, OOM retry, restarts, skips."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import io
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,24 +13,11 @@ import pytest
 
 from core.atomic import atomic_write_json, read_json
 from core.classes import CLASSES
-from core.errors import RunDirError
+from core.entry_metrics import write_entry_metrics
 from core.predictions import make_predictions, write_predictions
 from core.rundir import RunDir
-from training import runner
-from training.runner import (
-    EntryOutcome,
-    JobSpec,
-    _candidate_dirs,
-    _check_existing,
-    _locked,
-    _OutputSink,
-    _ProtocolMismatch,
-    entry_is_finished,
-    git_info,
-    package_versions,
-    run_job,
-    run_worker,
-)
+from training import jobs, worker_process
+from training.jobs import EntryOutcome, JobSpec, _resume_batch_size, entry_is_finished, run_job
 from training.settings import RunConfig, SvmSettings, TrainingSettings
 
 CONFIG = RunConfig(
@@ -64,8 +50,6 @@ def _write_ok_entry(entry_dir: Path, batch_size: int | None = None) -> None:
     extra = {"status": "ok", "train_seconds": 1.5, "kind": "baseline"}
     if batch_size is not None:
         extra["batch_size"] = batch_size
-    from core.entry_metrics import write_entry_metrics
-
     write_entry_metrics(entry_dir, extra=extra, n_resamples=20)
 
 
@@ -74,7 +58,7 @@ def _write_ok_entry(entry_dir: Path, batch_size: int | None = None) -> None:
 
 def test_output_sink_echoes_raw_text_and_logs_finished_lines():
     console, log = io.StringIO(), io.StringIO()
-    sink = _OutputSink(console, log)
+    sink = worker_process._OutputSink(console, log)
     data = "epoch 1\r 10%\r 50%\r100%\r\nnext line\nw\u00e9ird\ntail".encode()
     # Split inside the two-byte UTF-8 "é" to check incremental decoding.
     cut = data.index("\u00e9".encode()) + 1
@@ -88,7 +72,7 @@ def test_output_sink_echoes_raw_text_and_logs_finished_lines():
 def _script_worker(monkeypatch, tmp_path: Path, script: str) -> None:
     path = tmp_path / "fake_worker.py"
     path.write_text(script)
-    monkeypatch.setattr(runner, "worker_command",
+    monkeypatch.setattr(worker_process, "worker_command",
                         lambda run_dir, name, batch_size, devices=None: [sys.executable, str(path),
                                                            str(batch_size)])
 
@@ -102,8 +86,8 @@ def test_run_worker_streams_to_console_and_log_and_returns_the_exit_code(tmp_pat
         "sys.exit(3)\n"))
     console = io.StringIO()
     log = tmp_path / "train.log"
-    code = run_worker(tmp_path, "paper_cnn", 16, console=console, cache_dir=str(tmp_path / "c"),
-                      log_path=log)
+    code = worker_process.run_worker(tmp_path, "paper_cnn", 16, console=console,
+                                     cache_dir=str(tmp_path / "c"), log_path=log)
     assert code == 3
     assert "bar 1/2\rbar 2/2\n" in console.getvalue()
     text = log.read_text()
@@ -115,7 +99,26 @@ def test_run_worker_streams_to_console_and_log_and_returns_the_exit_code(tmp_pat
 
 def test_run_worker_reports_a_killing_signal_as_a_negative_code(tmp_path, monkeypatch):
     _script_worker(monkeypatch, tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
-    assert run_worker(tmp_path, "x", None) == -9
+    assert worker_process.run_worker(tmp_path, "x", None) == -9
+
+
+def test_a_terminal_console_gives_the_worker_a_terminal_for_live_progress_bars(
+        tmp_path, monkeypatch):
+    import pty
+
+    _script_worker(monkeypatch, tmp_path, "import sys\nprint('tty', sys.stdout.isatty())\n")
+    master, slave = pty.openpty()
+    try:
+        with open(slave, "w", encoding="utf-8", closefd=False) as console:
+            code = worker_process.run_worker(tmp_path, "x", None, console=console,
+                                             log_path=tmp_path / "train.log")
+        assert code == 0
+        # The pty's \r\n line ends are logged as plain lines.
+        assert "tty True\n" in (tmp_path / "train.log").read_text()
+        assert b"tty True" in os.read(master, 4096)
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 # --------------------------------------------------------------------------- one entry
@@ -134,7 +137,7 @@ def test_a_finished_entry_is_skipped_without_running_the_worker(tmp_path, monkey
     run = _run_dir(tmp_path)
     _write_ok_entry(run.model_dir("paper_cnn"), batch_size=32)
     before = {p.name: p.stat().st_mtime_ns for p in run.model_dir("paper_cnn").iterdir()}
-    monkeypatch.setattr(runner, "run_worker", lambda *a, **k: pytest.fail("worker started"))
+    monkeypatch.setattr(jobs, "run_worker", lambda *a, **k: pytest.fail("worker started"))
     outcome = run_job(_spec(run), None)
     assert outcome.skipped and outcome.ok
     assert outcome.seconds == 1.5
@@ -152,7 +155,7 @@ def test_out_of_memory_halves_the_batch_and_records_the_size_used(tmp_path, monk
         _write_ok_entry(run.model_dir(name))  # a worker that does not record its batch size
         return 0
 
-    monkeypatch.setattr(runner, "run_worker", fake_worker)
+    monkeypatch.setattr(jobs, "run_worker", fake_worker)
     outcome = run_job(_spec(run), None)
     assert tried == [32, 16, 8]
     assert outcome.ok and outcome.batch_size == 8
@@ -165,7 +168,7 @@ def test_out_of_memory_halves_the_batch_and_records_the_size_used(tmp_path, monk
 def test_out_of_memory_at_the_floor_is_recorded_as_a_failure(tmp_path, monkeypatch):
     run = _run_dir(tmp_path)
     tried = []
-    monkeypatch.setattr(runner, "run_worker",
+    monkeypatch.setattr(jobs, "run_worker",
                         lambda run_dir, name, batch_size, **k: tried.append(batch_size) or 3)
     outcome = run_job(_spec(run), None)
     assert tried == [32, 16, 8, 4]
@@ -178,7 +181,7 @@ def test_out_of_memory_at_the_floor_is_recorded_as_a_failure(tmp_path, monkeypat
 
 def test_a_worker_killed_without_metrics_is_recorded_with_its_signal(tmp_path, monkeypatch):
     run = _run_dir(tmp_path)
-    monkeypatch.setattr(runner, "run_worker", lambda *a, **k: -9)
+    monkeypatch.setattr(jobs, "run_worker", lambda *a, **k: -9)
     outcome = run_job(_spec(run), None)
     assert outcome.status == "failed"
     assert "killed by signal SIGKILL" in outcome.error
@@ -195,7 +198,7 @@ def test_a_killed_worker_is_restarted_and_its_restart_recorded(tmp_path, monkeyp
             _write_ok_entry(run.model_dir(name), batch_size=batch_size)
         return code
 
-    monkeypatch.setattr(runner, "run_worker", worker)
+    monkeypatch.setattr(jobs, "run_worker", worker)
     outcome = run_job(_spec(run, retries=1), None)
     assert outcome.ok and not codes
     assert read_json(run.model_dir("paper_cnn") / "metrics.json")["restarts"] == 1
@@ -204,7 +207,7 @@ def test_a_killed_worker_is_restarted_and_its_restart_recorded(tmp_path, monkeyp
 def test_a_worker_killed_more_often_than_its_retries_fails(tmp_path, monkeypatch):
     run = _run_dir(tmp_path)
     calls = []
-    monkeypatch.setattr(runner, "run_worker", lambda *a, **k: calls.append(1) or -15)
+    monkeypatch.setattr(jobs, "run_worker", lambda *a, **k: calls.append(1) or -15)
     outcome = run_job(_spec(run, retries=2), None)
     assert len(calls) == 3
     assert outcome.status == "failed" and "SIGTERM" in outcome.error
@@ -216,7 +219,7 @@ def test_a_stale_failure_record_is_replaced_by_the_new_one(tmp_path, monkeypatch
     atomic_write_json(entry / "metrics.json", {"status": "failed", "error": "old error"})
     old = time.time() - 3600
     os.utime(entry / "metrics.json", (old, old))
-    monkeypatch.setattr(runner, "run_worker", lambda *a, **k: 1)
+    monkeypatch.setattr(jobs, "run_worker", lambda *a, **k: 1)
     outcome = run_job(_spec(run), None)
     assert outcome.error == "the worker exited with code 1 (see train.log)"
 
@@ -229,14 +232,14 @@ def test_the_workers_own_nan_record_is_kept(tmp_path, monkeypatch):
                           {"status": "nan", "error": "loss became nan in epoch 2"})
         return 4
 
-    monkeypatch.setattr(runner, "run_worker", nan_worker)
+    monkeypatch.setattr(jobs, "run_worker", nan_worker)
     outcome = run_job(_spec(run), None)
     assert (outcome.status, outcome.error) == ("nan", "loss became nan in epoch 2")
 
 
 def test_exit_zero_without_predictions_is_a_failure(tmp_path, monkeypatch):
     run = _run_dir(tmp_path)
-    monkeypatch.setattr(runner, "run_worker", lambda *a, **k: 0)
+    monkeypatch.setattr(jobs, "run_worker", lambda *a, **k: 0)
     outcome = run_job(_spec(run), None)
     assert outcome.status == "failed"
     assert "without writing its predictions" in outcome.error
@@ -250,62 +253,7 @@ def test_summary_line_names_time_accuracy_and_status():
     assert failed == "nasnet_large: failed  - boom"
 
 
-# --------------------------------------------------------------------------- run directories
-
-
-def test_force_new_candidates_are_numbered_siblings(tmp_path):
-    assert list(_candidate_dirs(tmp_path / "run", False)) == [tmp_path / "run"]
-    candidates = _candidate_dirs(tmp_path / "run", True)
-    assert [next(candidates) for _ in range(3)] == [
-        tmp_path / "run", tmp_path / "run-2", tmp_path / "run-3"]
-
-
-def test_an_existing_run_with_another_protocol_is_named(tmp_path):
-    run = _run_dir(tmp_path)
-    assert _check_existing(tmp_path / "absent", CONFIG, {}) is None
-    assert _check_existing(run.root, CONFIG, {})["fingerprint"] == "f" * 64
-    other = replace(CONFIG.with_training(phase1_epochs=4), seed=2, data_dir="/elsewhere",
-                    entries=("xception",))
-    with pytest.raises(_ProtocolMismatch) as info:
-        _check_existing(run.root, other, {})
-    assert info.value.description == "seed: 0 -> 2; training.phase1_epochs: 1 -> 4"
-
-
-def test_a_run_directory_is_locked_while_in_use(tmp_path):
-    with _locked(tmp_path / "run"):
-        with pytest.raises(RunDirError, match=f"in use by pid {os.getpid()}"):
-            with _locked(tmp_path / "run"):
-                pass
-    with _locked(tmp_path / "run"):  # released again
-        pass
-
-
-def test_provenance_helpers():
-    versions = package_versions(("numpy", "surely-not-installed-package"))
-    assert versions == {"numpy": np.__version__}
-    info = git_info()
-    if info is not None:
-        assert len(info["sha"]) == 40 and isinstance(info["dirty"], bool)
-    assert git_info(Path("/")) is None
-
-
-def test_a_terminal_console_gives_the_worker_a_terminal_for_live_progress_bars(
-        tmp_path, monkeypatch):
-    import pty
-
-    _script_worker(monkeypatch, tmp_path, "import sys\nprint('tty', sys.stdout.isatty())\n")
-    master, slave = pty.openpty()
-    try:
-        with open(slave, "w", encoding="utf-8", closefd=False) as console:
-            code = run_worker(tmp_path, "x", None, console=console,
-                              log_path=tmp_path / "train.log")
-        assert code == 0
-        # The pty's \r\n line ends are logged as plain lines.
-        assert "tty True\n" in (tmp_path / "train.log").read_text()
-        assert b"tty True" in os.read(master, 4096)
-    finally:
-        os.close(master)
-        os.close(slave)
+# --------------------------------------------------------------------------- resume
 
 
 def test_an_interrupted_entry_continues_at_the_batch_size_of_its_saved_state(
@@ -320,7 +268,7 @@ def test_an_interrupted_entry_continues_at_the_batch_size_of_its_saved_state(
         _write_ok_entry(run.model_dir(name), batch_size=batch_size)
         return 0
 
-    monkeypatch.setattr(runner, "run_worker", fake_worker)
+    monkeypatch.setattr(jobs, "run_worker", fake_worker)
     assert run_job(_spec(run), None).batch_size == 8
     assert tried == [8]
 
@@ -330,5 +278,5 @@ def test_saved_batch_sizes_outside_the_floor_and_the_configured_size_are_ignored
         tmp_path, saved, expected):
     entry = tmp_path / "e"
     atomic_write_json(entry / "state" / "progress.json", {"batch_size": saved})
-    assert runner._resume_batch_size(entry, 32, 4) == expected
-    assert runner._resume_batch_size(tmp_path / "absent", 32, 4) == 32
+    assert _resume_batch_size(entry, 32, 4) == expected
+    assert _resume_batch_size(tmp_path / "absent", 32, 4) == 32

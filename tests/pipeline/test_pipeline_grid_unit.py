@@ -1,6 +1,6 @@
-"""Grid-run policies without training: replicate configs, the shared fold splits, replicate
-folders written once and checked on resume, out-of-fold predictions from fabricated files, and
-one ensemble variant per grid (members finished everywhere, stale fits found)."""
+"""Grid runs without training: replicate configs, the shared fold splits, replicate folders
+written once and checked on resume (pipeline.replicates), and one ensemble variant per grid:
+members finished everywhere, stale fits found (pipeline.grid_ensembles)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,12 @@ import pytest
 from core.atomic import atomic_write_json, read_json
 from core.classes import CLASSES
 from core.errors import RunDirError
-from core.predictions import make_predictions, read_predictions, write_predictions
+from core.predictions import make_predictions, write_predictions
 from core.rundir import RunDir, parse_replicate_name, replicate_name
 from data_utils.splits import make_splits
-from training.grid import (
-    OOF_FILE,
-    fold_split,
-    grid_members,
-    replicate_config,
-    stale_ensembles,
-    write_oof_predictions,
-    write_replicates,
-)
+from pipeline.grid_ensembles import grid_members, stale_ensembles
+from pipeline.replicates import fold_split, replicate_config, write_replicates
+from training.oof import write_oof_predictions
 from training.settings import RunConfig, TrainingSettings
 
 CONFIG = RunConfig(
@@ -101,36 +95,6 @@ def _write_job(run: RunDir, entry: str, rng) -> None:
         write_predictions(run.model_dir(entry) / f"predictions_{split}.csv", make_predictions(
             part["image_id"], part["lesion_id"], part["dx"], proba))
     atomic_write_json(run.model_dir(entry) / "metrics.json", {"status": "ok"})
-
-
-def test_out_of_fold_predictions_are_the_other_folds_held_out_rows(grid_run):
-    replicates = write_replicates(grid_run, CONFIG, {})
-    rng = np.random.default_rng(0)
-    for replicate in replicates:
-        if replicate.seed == 0:
-            _write_job(replicate.run, "xception", rng)
-    _write_job(grid_run.replicate(0, 1), "xception", rng)  # seed 1 lacks fold 1: no OOF there
-
-    written = write_oof_predictions(grid_run, CONFIG, replicates, "xception")
-    assert written == ["fold0-seed0", "fold1-seed0"]
-    assert not (grid_run.replicate(0, 1).model_dir("xception") / OOF_FILE).exists()
-    oof = read_predictions(grid_run.replicate(0, 0).model_dir("xception") / OOF_FILE)
-    held_out = read_predictions(grid_run.replicate(1, 0).model_dir("xception")
-                                / "predictions_test.csv")
-    order = np.argsort(held_out.image_id)
-    np.testing.assert_array_equal(oof.image_id, held_out.image_id[order])
-    np.testing.assert_array_equal(oof.proba, held_out.proba[order])
-    folds = pd.read_csv(grid_run.splits_csv, dtype={"image_id": str}).set_index("image_id")
-    assert set(folds.loc[oof.image_id, "fold"]) == {1}
-
-    before = (grid_run.replicate(0, 0).model_dir("xception") / OOF_FILE).stat().st_mtime_ns
-    write_oof_predictions(grid_run, CONFIG, replicates, "xception")
-    assert (grid_run.replicate(0, 0).model_dir("xception") / OOF_FILE).stat().st_mtime_ns \
-        == before
-
-
-def test_no_out_of_fold_predictions_without_folds(grid_run):
-    assert write_oof_predictions(grid_run, replace(CONFIG, folds=None), [], "xception") == []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The `--all` action of benchmark.py."""
+"""The --all action of benchmark.py: run the whole flow (pipeline/run_all.py), then print one
+summary line per entry and turn failures into the exit code."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import argparse
 import sys
 
 from core import exitcodes
-from training.runner import run_all as _run_all
+from pipeline.run_all import run_all
 
 
-def run_all(args: argparse.Namespace) -> int:
-    """Prepare the data, train every entry, build the ensembles and the report.
+def run_all_action(args: argparse.Namespace) -> int:
+    """`python benchmark.py --all ...`: prepare the data, train every entry, build the ensembles
+    and the report.
 
     Prints one summary line per entry and, when something failed, names it on stderr.
 
@@ -24,7 +26,7 @@ def run_all(args: argparse.Namespace) -> int:
         BenchmarkError: bad options or data, or a run directory of a different protocol (the CLI
             prints the message and exits with 2).
     """
-    outcome = _run_all(args, console=sys.stdout)
+    outcome = run_all(args, console=sys.stdout)
     print(f"\nrun directory: {outcome.run_dir}")
     for entry in outcome.entries:
         print(f"  {entry.summary_line()}")
