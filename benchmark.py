@@ -7,7 +7,8 @@ unset (None); the stages resolve them from `core.defaults` (and the preset), who
 shows. The choices come from their one source: presets from `training.presets`, ensembles from
 `ensembles.ENSEMBLE_NAMES`, backbones from the zoo registry (`--list`). Heavy imports
 (TensorFlow, Keras) happen only inside the stages that need them, so `--report`, `--ensemble` and
-`--check` run without TensorFlow.
+`--check` run without TensorFlow. `--all` keeps the console to its own lines (pipeline/console.py):
+the libraries' records and the workers' output go to train.log, and `-v` shows them too.
 """
 
 from __future__ import annotations
@@ -103,10 +104,16 @@ def _name_list(text: str) -> list[str]:
     return names
 
 
+def _prog() -> str:
+    """The program's name in usage lines: `dermbench` for the console script, else benchmark.py."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "dermbench" if name == "dermbench" else "benchmark.py"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every option documented in --help)."""
     parser = _OneLineErrorParser(
-        prog="benchmark.py",
+        prog=_prog(),
         description=(
             "Benchmark ImageNet backbones and their ensembles on HAM10000 / ISIC 2018 skin-lesion "
             "classification under one protocol, with lesion-grouped splits and honest statistics."
@@ -119,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  python benchmark.py --report --out RUNDIR\n"
             "  python benchmark.py --check baseline.json --out RUNDIR\n"
             f"Without --out every action uses the run directory {RUN_DIR_RULE}.\n"
+            "Installed with pip, the same commands run as `dermbench ...`.\n"
             "For research; not for clinical diagnosis."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -141,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
                              f"one of: {', '.join(ENSEMBLE_CHOICES)}")
     action.add_argument("--report", action="store_true",
                         help="regenerate metrics, figures and report.md from --out (no training)")
+    action.add_argument("--predict", nargs="+", metavar="PATH",
+                        help="classify images (files or folders, recursively) with a trained "
+                             "entry or ensemble of --out (--entry; default: the entry ranked "
+                             "first on validation); writes RUNDIR/predictions/<entry>-<time>.csv")
+    action.add_argument("--export", action="store_true",
+                        help="export a trained entry of --out (--entry, --format) as a "
+                             "self-contained model taking raw RGB images, with MODEL_CARD.md")
     action.add_argument("--save-baseline", metavar="FILE",
                         help="write the run's current metrics to FILE as a regression baseline")
     action.add_argument("--check", metavar="FILE",
@@ -236,11 +251,39 @@ def build_parser() -> argparse.ArgumentParser:
     execution.add_argument("--retries", type=_non_negative_int, metavar="N",
                            help="restarts of a job whose worker was killed (it resumes from its "
                                 f"last finished epoch; default {defaults.RETRIES})")
+    execution.add_argument("--tensorboard", action="store_true",
+                           help="also write TensorBoard logs of every epoch to "
+                                "RUNDIR/tensorboard/<entry> (view: tensorboard --logdir "
+                                "RUNDIR/tensorboard); needs the tensorboard package and "
+                                "TensorFlow, under JAX too; changes no result and not the "
+                                "protocol fingerprint")
+
+    train.add_argument("--tta", type=int, choices=(1, 2, 4, 8), metavar="N",
+                       help="--all: also predict validation and test with N dihedral views "
+                            "(1, 2, 4 or 8: flips, then transposes) from each CNN entry's best "
+                            "weights, without retraining; adds derived entries <entry>+tta<N> "
+                            "(a finished run only gains them)")
+
+    use = parser.add_argument_group("using trained models (--predict, --export)")
+    use.add_argument("--entry", metavar="NAME",
+                     help="--predict/--export: the entry or ensemble to use (--predict default: "
+                          "the entry ranked first on the validation split)")
+    use.add_argument("--explain", action="store_true",
+                     help="--predict: also write a Grad-CAM overlay per image and CNN entry "
+                          "under RUNDIR/predictions/<entry>-<time>/gradcam/")
+    use.add_argument("--format", choices=("keras", "savedmodel", "onnx"), dest="export_format",
+                     metavar="FORMAT",
+                     help="--export: keras (.keras file), savedmodel (TensorFlow SavedModel "
+                          "folder) or onnx; default keras")
 
     ens = parser.add_argument_group("ensembles and reports")
     ens.add_argument("--members", type=_name_list, metavar="A,B,C",
                      help="ensemble members (default: the entries of kind backbone present in "
                           "the run)")
+    ens.add_argument("--calibrated", action="store_true",
+                     help="--ensemble/--all: build the ensembles from temperature-scaled members "
+                          "(each member's temperature fitted on validation; recorded in "
+                          "fit.json)")
     ens.add_argument("--rank-by", metavar="METRIC",
                      help="metric that orders the report's ranking (default "
                           f"{defaults.RANK_BY})")
@@ -254,17 +297,29 @@ def build_parser() -> argparse.ArgumentParser:
     ens.add_argument("--tolerance", type=_probability, metavar="T",
                      help="--check: allowed drop per metric unless the baseline says otherwise "
                           f"(default {defaults.TOLERANCE})")
+    ens.add_argument("--allow-different-test-set", action="store_true",
+                     help="--check: compare with a baseline measured on other test images "
+                          "(warns instead of refusing; the numbers are then not comparable)")
 
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show everything: debug logging and, with --all, the workers' and "
+                             "the frameworks' output (by default it goes to train.log only)")
     return parser
 
 
-def _configure_logging(verbose: bool) -> None:
+def _configure_logging(verbose: bool, run_console: bool = False) -> None:
+    """Console logging. `--all` (run_console) shows only its own lines, warnings and errors
+    (pipeline.console.configure_logging); the other actions show the INFO records too."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if run_console:
+        from pipeline.console import configure_logging
+
+        configure_logging(verbose)
+        return
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
     )
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 # action (argparse dest) -> (stage module, function); imported lazily so that --report,
@@ -275,7 +330,9 @@ _ACTIONS: dict[str, tuple[str, str]] = {
     "list": (__name__, "run_list"),
     "all": ("pipeline.all_action", "run_all_action"),
     "ensemble": ("pipeline.ensemble_action", "run_ensemble"),
-    "report": ("reports.cli", "run_report"),
+    "report": ("pipeline.report_action", "run_report"),
+    "predict": ("pipeline.predict_action", "run_predict"),
+    "export": ("pipeline.export_action", "run_export"),
     "save_baseline": ("reports.cli", "run_save_baseline"),
     "check": ("reports.cli", "run_check"),
 }
@@ -315,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     entry, 2 user error, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
+    _configure_logging(args.verbose, run_console=args.all)
     from core.errors import BenchmarkError
 
     try:

@@ -9,6 +9,16 @@ conventions its numbers follow:
   `extra["probabilities"]` false, an earlier metrics.json saying so, or a fit.json with
   "ensemble": "hard_voting"); its AUC, log loss, Brier, ECE and melanoma operating points are
   NaN (JSON null) and "probabilities_note" says why. true otherwise.
+- "test_set": {"sha256", "images"}: the identity of the images the test metrics were measured on
+  (core.provenance.record_of_test_set), for entries with test predictions.
+- "temperature": the entry's temperature, fitted on its validation predictions
+  (core.temperature: {"value", "fit_on": "val", "val_images", "val_log_loss_before",
+  "val_log_loss_after", "method"}) and "test_after": the test split's log loss, Brier score and
+  ECE after scaling. Only for entries with probabilities and validation predictions; the
+  per-split metrics stay those of the unscaled probabilities.
+
+`entry_metrics_record` computes the object without writing (so an action can check every entry
+before it writes any); `write_entry_metrics` computes and writes it.
 """
 
 from __future__ import annotations
@@ -25,7 +35,9 @@ from core.calibration import CalibrationPrior, entry_run_root, training_prior
 from core.errors import RunDirError
 from core.metrics import bootstrap_intervals, compute_metrics, metric_names
 from core.predictions import Predictions, read_predictions
+from core.provenance import TEST_SET_KEY, record_of_test_set
 from core.rundir import SPLITS, RunDir
+from core.temperature import TEMPERATURE_KEY, entry_temperature
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +118,36 @@ def write_entry_metrics(
         seed: bootstrap seed.
 
     Returns:
-        The written object: {"val": {...}, "test": {...}, "calibration_prior": {...},
-        "probabilities": bool, <extra keys>}; per split a flat map metric -> number, intervals on
-        test as "<metric>_ci": [low, high]; "probabilities_note" when there are no probabilities.
+        The written object (see `entry_metrics_record`).
+
+    Raises:
+        RunDirError: no prediction file and no failed/nan status in `extra`.
+        PredictionFileError: a prediction file breaks the contract.
+        FileSystemError: metrics.json cannot be written.
+    """
+    entry_dir = Path(entry_dir)
+    result = entry_metrics_record(entry_dir, extra, n_resamples, seed)
+    atomic_write_json_if_changed(entry_dir / METRICS_FILE, result)
+    log.debug("wrote %s", entry_dir / METRICS_FILE)
+    return result
+
+
+def entry_metrics_record(
+    entry_dir: str | Path,
+    extra: dict[str, Any] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """What `write_entry_metrics` writes, computed without writing anything.
+
+    Args:
+        entry_dir, extra, n_resamples, seed: see `write_entry_metrics`.
+
+    Returns:
+        {"val": {...}, "test": {...}, "calibration_prior": {...}, "probabilities": bool,
+        "test_set": {"sha256", "images"}, "temperature": {...}, <extra keys>}; per split a flat map metric -> number,
+        intervals on test as "<metric>_ci": [low, high]; "probabilities_note" when there are no
+        probabilities. A failed entry without prediction files keeps only its other keys.
 
     Raises:
         RunDirError: no prediction file and no failed/nan status in `extra`.
@@ -120,9 +159,8 @@ def write_entry_metrics(
     splits = [s for s in SPLITS if RunDir.predictions_file(entry_dir, s).is_file()]
     if not splits:
         if extra.get("status") in FAILED_STATUSES:
-            result = {k: v for k, v in result.items() if k not in SPLITS}
+            result = {k: v for k, v in result.items() if k not in (*SPLITS, TEST_SET_KEY)}
             result.update(extra)
-            atomic_write_json_if_changed(entry_dir / METRICS_FILE, result)
             return result
         raise RunDirError(
             f"{entry_dir}: holds neither predictions_val.csv nor predictions_test.csv; train or "
@@ -138,11 +176,18 @@ def write_entry_metrics(
     result.update(inputs.convention_keys())
     if inputs.probabilities:
         result.pop("probabilities_note", None)
+    temperature = inputs.temperature()
+    if temperature is None:
+        result.pop(TEMPERATURE_KEY, None)
+    else:
+        result[TEMPERATURE_KEY] = temperature
+    if "test" in inputs.predictions:
+        result[TEST_SET_KEY] = record_of_test_set(inputs.predictions["test"])
+    else:
+        result.pop(TEST_SET_KEY, None)
     result.setdefault("status", "ok")
     if "kind" not in result and (kind := infer_kind(entry_dir, result)) is not None:
         result["kind"] = kind
-    atomic_write_json_if_changed(entry_dir / METRICS_FILE, result)
-    log.debug("wrote %s", entry_dir / METRICS_FILE)
     return result
 
 
@@ -168,6 +213,13 @@ class EntryInputs:
                                    val=self.predictions.get("val") if split == "test" else None)
             for split, preds in self.predictions.items()
         }
+
+    def temperature(self) -> dict[str, Any] | None:
+        """The temperature record (core.temperature.entry_temperature), fitted on validation;
+        None without probabilities or without validation predictions."""
+        if not self.probabilities:
+            return None
+        return entry_temperature(self.predictions, self.prior.vector)
 
     def convention_keys(self) -> dict[str, Any]:
         """The top-level keys recording the conventions ("calibration_prior", "probabilities",
@@ -253,8 +305,9 @@ def entry_metrics_current(entry_dir: str | Path) -> bool:
         True when metrics.json exists, is not older than any prediction file, the entry's
         fit.json or the run's splits.csv / dataset.json (the calibration prior's sources), holds
         every metric of `metric_names()` for each split that has predictions, records its
-        "calibration_prior", and says "probabilities": false when fit.json names hard voting (an
-        entry without prediction files, e.g. a failed one, is current when it has metrics.json).
+        "calibration_prior", records its "temperature" when it has probabilities and validation
+        predictions, and says "probabilities": false when fit.json names hard voting (an entry
+        without prediction files, e.g. a failed one, is current when it has metrics.json).
     """
     entry_dir = Path(entry_dir)
     path = entry_dir / METRICS_FILE
@@ -282,6 +335,9 @@ def entry_metrics_current(entry_dir: str | Path) -> bool:
         return False
     if _fit_ensemble(entry_dir) == HARD_VOTING and data.get("probabilities") is not False:
         return False
+    if (data.get("probabilities") is not False and RunDir.predictions_file(entry_dir, "val").is_file()
+            and not isinstance(data.get(TEMPERATURE_KEY), dict)):
+        return False
     root = entry_run_root(entry_dir)
     inputs = [entry_dir / FIT_FILE, *((root / n) for n in _RUN_INPUTS if root is not None)]
     return all(not p.is_file() or p.stat().st_mtime_ns <= stamp for p in inputs)
@@ -300,7 +356,8 @@ def entry_metrics_match(entry_dir: str | Path) -> bool:
 
     Returns:
         True when every split with a prediction file has, in metrics.json, every metric of
-        `compute_metrics` equal to the recomputed one (NaN equal to NaN or null).
+        `compute_metrics` equal to the recomputed one (NaN equal to NaN or null), and the
+        recorded temperature (core.temperature) equals the refitted one.
 
     Raises:
         PredictionFileError: a prediction file breaks the contract.
@@ -322,7 +379,21 @@ def entry_metrics_match(entry_dir: str | Path) -> bool:
         for name, value in metrics.items():
             if not _same_number(stored.get(name), value):
                 return False
-    return True
+    return _same_temperature(data.get(TEMPERATURE_KEY), inputs.temperature())
+
+
+def _same_temperature(old: Any, new: dict[str, Any] | None) -> bool:
+    if new is None:
+        return old is None
+    if not isinstance(old, dict):
+        return False
+    keys = ("value", "val_log_loss_before", "val_log_loss_after")
+    if not all(_same_number(old.get(k), new[k]) for k in keys):
+        return False
+    old_test, new_test = old.get("test_after"), new.get("test_after")
+    if new_test is None or not isinstance(old_test, dict):
+        return new_test is None and old_test is None
+    return all(_same_number(old_test.get(k), v) for k, v in new_test.items())
 
 
 def _same_number(old: Any, value: float) -> bool:

@@ -27,3 +27,15 @@ class PredictionFileError(BenchmarkError):
 
 class RunDirError(BenchmarkError):
     """A run directory that is missing, incomplete, or belongs to a different protocol."""
+
+
+class FileSystemError(BenchmarkError, OSError):
+    """A file or folder that cannot be read or written: permission denied, a read-only file
+    system, a file where a folder is needed (or the reverse), a full disk. Also an OSError, so
+    code that tolerates a failed optional write (`except OSError`) keeps doing so."""
+
+
+class IntegrityError(BenchmarkError):
+    """Files that disagree with what they were derived from or with each other: an ensemble
+    whose member predictions changed since its fit, a lesion or image in two splits, entries or
+    a baseline measured on another test set."""

@@ -3,6 +3,11 @@
     run.json, dataset.json, splits.csv, train.log, results.csv, report.md, figures/
     models/<name>/{history.csv,predictions_val.csv,predictions_test.csv,metrics.json}
     ensembles/<name>/{predictions_val.csv,predictions_test.csv,metrics.json,fit.json}
+    isic_export/<stem>.csv
+
+Entry folders are the non-hidden folders under models/ and ensembles/ (`entry_folders`): a
+hidden one (a dot name) is a write in progress (core.atomic.staged_dirs). Files named after an
+entry (figures, ISIC exports) use `entry_file_stem`, distinct for distinct entry names.
 
 A grid run (`--seeds` with several seeds, or `--folds K`) repeats every entry per (fold, seed).
 Its root keeps run.json, dataset.json, splits.csv (with the `fold` column), train.log and the
@@ -17,8 +22,10 @@ runs/<dataset>-<preset>.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +37,40 @@ SPLITS: tuple[str, ...] = ("val", "test")
 RUNS_ROOT = Path("runs")
 REPLICATES_DIR = "replicates"
 _REPLICATE_NAME = re.compile(r"^fold(\d+)-seed(\d+)$")
+ISIC_EXPORT_DIR = "isic_export"
+# Characters an entry name may keep in a file name; everything else is escaped as ~XX.
+_SAFE = frozenset(string.ascii_letters + string.digits + "-_.+")
+_ESCAPE = "~"
+_MAX_STEM = 150  # bytes; longer stems are cut and given the name's full SHA-256
+
+
+def entry_file_stem(name: str) -> str:
+    """A file-name stem for files named after entry `name` (figures, ISIC exports).
+
+    Distinct names always give distinct stems (a collision is impossible, not just unlikely):
+    a name of letters, digits and `- _ . +` that does not start with a dot is its own stem;
+    otherwise each other byte of its UTF-8 encoding (and a leading dot) is written as `~` and two
+    hex digits (`my model` -> `my~20model`), which decodes back uniquely since `~` is never kept.
+    A stem longer than 150 bytes keeps its first 80 characters, then `~~` and the SHA-256 of the
+    name.
+
+    Args:
+        name: the entry's name (its folder name).
+
+    Returns:
+        The stem, safe on every file system and in a URL.
+    """
+    parts = []
+    for i, char in enumerate(name):
+        if char in _SAFE and not (i == 0 and char == "."):
+            parts.append(char)
+        else:
+            parts.extend(f"{_ESCAPE}{byte:02x}" for byte in char.encode("utf-8"))
+    stem = "".join(parts)
+    if len(stem) > _MAX_STEM:
+        digest = hashlib.sha256(name.encode("utf-8")).hexdigest()
+        stem = f"{stem[:80]}{_ESCAPE}{_ESCAPE}{digest}"
+    return stem
 
 
 def replicate_name(fold: int, seed: int) -> str:
@@ -84,6 +125,15 @@ class RunDir:
     @property
     def figures_dir(self) -> Path:
         return self.root / "figures"
+
+    @property
+    def isic_export_dir(self) -> Path:
+        """The test predictions in the ISIC 2018 scorer layout, one file per entry."""
+        return self.root / ISIC_EXPORT_DIR
+
+    def isic_export_file(self, name: str) -> Path:
+        """isic_export/<entry_file_stem(name)>.csv."""
+        return self.isic_export_dir / f"{entry_file_stem(name)}.csv"
 
     @property
     def jobs_csv(self) -> Path:
@@ -142,13 +192,24 @@ class RunDir:
         return _entries_with_predictions(self.ensembles_dir)
 
 
-def _entries_with_predictions(folder: Path) -> list[str]:
+def entry_folders(folder: Path) -> list[Path]:
+    """The entry folders under models/ or ensembles/, sorted by name: every non-hidden folder
+    (a hidden one is a write in progress, core.atomic.staged_dirs).
+
+    Args:
+        folder: models/ or ensembles/ of a run directory.
+
+    Returns:
+        The folders ([] when `folder` does not exist).
+    """
     if not folder.is_dir():
         return []
-    return sorted(
-        p.name for p in folder.iterdir() if (p / "predictions_test.csv").is_file()
-    )
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: p.name)
 
+
+def _entries_with_predictions(folder: Path) -> list[str]:
+    return [p.name for p in entry_folders(folder) if (p / "predictions_test.csv").is_file()]
 
 
 

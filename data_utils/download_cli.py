@@ -8,6 +8,7 @@ from typing import Any
 
 from core.errors import BenchmarkError, DownloadError
 from core.facts import DISCLAIMER, LICENCE, REAL_DATASETS, SYNTHETIC, citations
+from core.filesystem import check_writable_dir
 from data_utils.download import download_dataset
 
 
@@ -22,6 +23,7 @@ def download_command(args: Any) -> int:
 
     Raises:
         BenchmarkError: --dataset or --data-dir missing, or --dataset synthetic.
+        FileSystemError: --data-dir is a file or cannot be written (checked before any download).
         DownloadError: a download or verification failed.
     """
     dataset = getattr(args, "dataset", None)
@@ -41,7 +43,8 @@ def download_command(args: Any) -> int:
             f"--download needs --data-dir DIR, the folder to put {dataset} in, e.g. "
             f"`python benchmark.py --download --dataset {dataset} --data-dir data/{dataset}`"
         )
-    summary = download_dataset(dataset, Path(data_dir).expanduser())
+    target = check_writable_dir(Path(data_dir).expanduser(), "--data-dir")
+    summary = download_dataset(dataset, target)
     print(f"{dataset}: {len(summary.downloaded)} file(s) downloaded, {len(summary.skipped)} "
           f"already verified, in {summary.data_dir}")
     for folder, images in summary.images.items():

@@ -3,6 +3,7 @@ rename into place only after verification (data_utils.verify)."""
 
 from __future__ import annotations
 
+import errno
 import http.client
 import logging
 import os
@@ -15,12 +16,16 @@ from tqdm.auto import tqdm
 
 from core.errors import DownloadError
 from core.facts import HAM10000_URL
+from core.filesystem import filesystem_error
 from data_utils.verify import CHUNK, check_download
 
 logger = logging.getLogger(__name__)
 
 USER_AGENT = f"dermbench-downloader/0.1 (+{HAM10000_URL})"
 MAX_BACKOFF_S = 30.0
+# Errors of the local file, not of the connection: retrying cannot help, the user must act.
+_LOCAL_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EISDIR", "ENOTDIR") if hasattr(errno, name))
 
 
 class Transient(Exception):
@@ -102,6 +107,8 @@ def _fetch_once(url: str, part: Path, label: str, expected_size: int | None,
                     received += len(chunk)
                     bar.update(len(chunk))
         except (http.client.HTTPException, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno in _LOCAL_ERRNOS:
+                raise filesystem_error(exc, part) from None  # disk full, read-only: not a retry
             raise Transient(f"connection lost after {offset + received} bytes ({exc})") from None
     # http.client returns a short body without an error when the server closes early.
     if length is not None and received < length:
@@ -144,7 +151,10 @@ def download_file(
             file and the expected and actual values).
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise filesystem_error(exc, dest.parent, "create the folder") from None
     part = dest.with_name(dest.name + ".part")
     attempt = 0
     while True:

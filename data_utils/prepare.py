@@ -23,7 +23,8 @@ from tabulate import tabulate
 from core import defaults
 from core.atomic import atomic_write_json, atomic_write_text, read_json_object
 from core.classes import CLASSES
-from core.errors import DataError, RunDirError
+from core.errors import DataError, FileSystemError, RunDirError
+from core.filesystem import check_writable_dir, filesystem_error
 from core.rundir import RunDir
 from data_utils.readers import read_dataset
 from data_utils.splits import (
@@ -196,12 +197,23 @@ def prepare(
         DataError: bad dataset files (including unreadable images found by the cache build).
         RunDirError: `out` holds a different split and not `force_new`.
         SplitError: split settings that cannot be honoured.
+        FileSystemError: `out` (or the chosen sibling) is a file or cannot be written, or the
+            cache root is a file: checked before the data is read and the cache built.
     """
+    check_writable_dir(out, "--out (the run directory)")
+    if image_sizes:
+        _check_cache_root(cache_root)
     if dataset == "synthetic":
         from data_utils.synthetic import default_synthetic_dir, generate_synthetic
 
         root = Path(data_dir) if data_dir is not None else default_synthetic_dir(synthetic_images, seed)
-        data_dir = generate_synthetic(root, n_images=synthetic_images, seed=seed)
+        if root.exists() and not root.is_dir():
+            raise FileSystemError(f"--data-dir {root} is a file, not a folder; the synthetic "
+                                  "dataset is generated into a folder: choose another path")
+        try:
+            data_dir = generate_synthetic(root, n_images=synthetic_images, seed=seed)
+        except OSError as exc:  # a read-only or full disk while generating the images
+            raise filesystem_error(exc, root, "generate the synthetic dataset in") from exc
     elif data_dir is None:
         raise DataError(
             f"--dataset {dataset} needs --data-dir (the folder with the release; fetch it with "
@@ -229,24 +241,54 @@ def prepare(
     run, unchanged = _choose_run_dir(Path(out), text, card, force_new)
     if run.root != Path(out):
         logger.warning("%s holds a different split; using %s (--force-new)", out, run.root)
+        check_writable_dir(run.root, "the run directory (--force-new)")
 
     caches = {}
     if image_sizes:
         from data_utils.cache import build_cache
 
         for size in image_sizes:
-            caches[int(size)] = build_cache(
-                table["path"].tolist(), table["image_id"].tolist(), int(size),
-                resize_mode=resize_mode, cache_root=cache_root, workers=workers, progress=progress,
-            )
+            try:
+                caches[int(size)] = build_cache(
+                    table["path"].tolist(), table["image_id"].tolist(), int(size),
+                    resize_mode=resize_mode, cache_root=cache_root, workers=workers,
+                    progress=progress,
+                )
+            except OSError as exc:  # a full disk or a read-only cache: the user's to fix
+                raise filesystem_error(exc, _cache_images_root(cache_root),
+                                       "build the image cache in") from exc
 
-    run.root.mkdir(parents=True, exist_ok=True)
+    try:
+        run.root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise filesystem_error(exc, run.root, "create the run directory") from exc
     if not unchanged:
         atomic_write_text(run.splits_csv, text)
     if read_json_object(run.dataset_json, "it is rewritten") != _json_roundtrip(card):
         atomic_write_json(run.dataset_json, card)
     logger.info("prepared %s: %d images -> %s", dataset, len(table), run.root)
     return PreparedData(table=table, run=run, card=card, caches=caches)
+
+
+def _cache_images_root(cache_root: str | os.PathLike | None) -> Path:
+    from data_utils.cache import default_cache_root
+
+    return (Path(cache_root).expanduser() if cache_root is not None else default_cache_root())
+
+
+def _check_cache_root(cache_root: str | os.PathLike | None) -> None:
+    """Refuse a cache root that is a file (or lies under one) before any work. A folder that
+    exists is not probed for writing: a complete cache is only read (a shared read-only one
+    works); a cache that must be built there reports a write failure in one line."""
+    root = _cache_images_root(cache_root)
+    current = root
+    while not current.exists() and current.parent != current:
+        current = current.parent
+    if current.exists() and not current.is_dir():
+        what = "the image cache folder (--cache-dir or $DERMBENCH_CACHE)"
+        raise FileSystemError(
+            f"{what} {root} cannot be used: {current} is a file, not a folder; remove or rename "
+            "it, or choose another --cache-dir")
 
 
 def _json_roundtrip(obj: dict) -> dict:

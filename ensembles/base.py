@@ -8,10 +8,25 @@ ending in `_`, and `predict_proba` / `predict` work on new member probabilities.
 arrays, one per member, rows aligned (the same image in the same row for every member). The
 output classes are always the seven canonical classes (`core.classes.CLASSES`), whether or
 not the fit labels contain all of them; `predict` returns canonical class indices.
+
+Every class is covered. An ensemble that learns (weighted voting, stacking) learns a class only
+from at least `MIN_CLASS_LESIONS` (2) distinct lesions of it in its fit data: with fewer, the
+lesion-grouped cross-validation can never both train on the class and score it, and one lesion's
+images decide everything. The rows of a class below that minimum are left out of the fit
+(`learnable_rows`, logged with the class and its count, recorded in fit.json and metrics.json);
+stacking gives such a class the members' mean probability (weighted voting's weighted mean covers
+it anyway), so no output column is ever a constant zero. With fewer than two learnable classes
+nothing is learned: weighted voting keeps equal weights and stacking outputs the members' mean,
+both then soft voting under their own name, as fit.json and metrics.json say ("fallback"). A
+small validation split (a smoke run, a fold of a small grid) so degrades instead of failing.
+
+Messages about these in-memory arrays give 0-based indices (member, sample); messages about files
+give the file's row numbers (core.predictions).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,7 +36,10 @@ from core.classes import CLASS_INDEX, CLASSES, NUM_CLASSES
 from core.predictions import ROW_SUM_TOLERANCE
 from ensembles.errors import EnsembleError
 
+logger = logging.getLogger(__name__)
+
 MIN_MEMBERS = 2
+MIN_CLASS_LESIONS = 2  # distinct lesions of a class in the fit data for it to be learned
 
 
 def check_member_probas(member_probas: Any, n_members: int | None = None) -> np.ndarray:
@@ -69,22 +87,22 @@ def check_member_probas(member_probas: Any, n_members: int | None = None) -> np.
     if not finite.all():
         member, row, col = map(int, np.argwhere(~finite)[0])
         raise EnsembleError(
-            f"member {member}, row {row + 1}: probability of '{CLASSES[col]}' is "
-            f"{probas[member, row, col]}; every probability must be finite"
+            f"member {member}, sample {row} (0-based indices): probability of '{CLASSES[col]}' "
+            f"is {probas[member, row, col]}; every probability must be finite"
         )
     if (probas < 0).any():
         member, row, col = map(int, np.argwhere(probas < 0)[0])
         raise EnsembleError(
-            f"member {member}, row {row + 1}: probability of '{CLASSES[col]}' is negative "
-            f"({probas[member, row, col]})"
+            f"member {member}, sample {row} (0-based indices): probability of '{CLASSES[col]}' "
+            f"is negative ({probas[member, row, col]})"
         )
     sums = probas.sum(axis=2)
     off = np.argwhere(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE)
     if off.size:
         member, row = map(int, off[0])
         raise EnsembleError(
-            f"member {member}, row {row + 1}: probabilities sum to {sums[member, row]:.6f}, "
-            f"not 1 (tolerance {ROW_SUM_TOLERANCE})"
+            f"member {member}, sample {row} (0-based indices): probabilities sum to "
+            f"{sums[member, row]:.6f}, not 1 (tolerance {ROW_SUM_TOLERANCE})"
         )
     return probas
 
@@ -112,14 +130,16 @@ def check_labels(y: Any, n_samples: int) -> np.ndarray:
         bad = np.flatnonzero((values < 0) | (values >= NUM_CLASSES))
         if bad.size:
             raise EnsembleError(
-                f"label in row {bad[0] + 1} is {values[bad[0]]}; class indices run 0..{NUM_CLASSES - 1}"
+                f"label of sample {bad[0]} (0-based) is {values[bad[0]]}; class indices run "
+                f"0..{NUM_CLASSES - 1}"
             )
         return values.astype(np.int64)
     names = values.astype(str)
     bad = np.flatnonzero(~np.isin(names, CLASSES))
     if bad.size:
         raise EnsembleError(
-            f"label in row {bad[0] + 1} is {names[bad[0]]!r}; expected one of {', '.join(CLASSES)}"
+            f"label of sample {bad[0]} (0-based) is {names[bad[0]]!r}; expected one of "
+            f"{', '.join(CLASSES)}"
         )
     return np.array([CLASS_INDEX[c] for c in names], dtype=np.int64)
 
@@ -142,6 +162,78 @@ def check_groups(groups: Any, n_samples: int) -> np.ndarray:
             f"{values.shape}"
         )
     return values
+
+
+def class_lesions(y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """(7,) distinct lesions (groups) per canonical class among the rows."""
+    counts = np.zeros(NUM_CLASSES, dtype=np.int64)
+    for k in range(NUM_CLASSES):
+        counts[k] = len(np.unique(groups[y == k]))
+    return counts
+
+
+def describe_counts(counts: np.ndarray, classes: np.ndarray | None = None) -> str:
+    """"df 1 lesion, vasc 0 lesions" for the given classes (default: all seven)."""
+    chosen = range(NUM_CLASSES) if classes is None else classes
+    return ", ".join(f"{CLASSES[k]} {int(counts[k])} lesion{'' if counts[k] == 1 else 's'}"
+                     for k in chosen)
+
+
+def learnable_rows(name: str, y: np.ndarray, groups: np.ndarray,
+                   min_lesions: int = MIN_CLASS_LESIONS) -> tuple[np.ndarray, np.ndarray, str]:
+    """The fit rows of the classes with at least `min_lesions` lesions (module docstring).
+
+    Args:
+        name: the ensemble (named in the log).
+        y: (n,) class indices of the fit data.
+        groups: (n,) their lesion ids.
+        min_lesions: the fewest lesions a class needs to be learned.
+
+    Returns:
+        (mask over the rows, (7,) lesions per class, fallback): `fallback` is "" when at least two
+        classes can be learned, else why nothing is (every class and its count named).
+    """
+    counts = class_lesions(y, groups)
+    learnable = counts >= min_lesions
+    if learnable.sum() < 2:
+        fallback = (f"nothing learned: a class is learned only from at least {min_lesions} "
+                    f"lesions of it and two such classes are needed, but the fit data "
+                    f"({len(y)} images, {len(np.unique(groups))} lesions) has "
+                    f"{describe_counts(counts)}; the members' mean is used (soft voting)")
+        logger.warning("%s: %s. Use a larger validation split (or --folds for out-of-fold "
+                       "predictions)", name, fallback)
+        return np.zeros(len(y), dtype=bool), counts, fallback
+    missing = np.flatnonzero(~learnable)
+    if missing.size:
+        logger.warning("%s: %s below the minimum of %d lesions in the fit data: not learned "
+                       "(%s)", name, describe_counts(counts, missing), min_lesions,
+                       "they get the members' mean probability" if name == "stacking"
+                       else "left out of the weights' fit")
+    return learnable[y], counts, ""
+
+
+def class_lesion_state(estimator: Any) -> dict[str, Any]:
+    """fit.json's record of class coverage: lesions per class in the fit data, the classes below
+    the estimator's minimum (not learned) and, when nothing could be learned, why ("fallback")."""
+    counts = getattr(estimator, "class_lesions_", None)
+    if counts is None:
+        return {}
+    minimum = estimator.get_params().get("min_class_lesions", MIN_CLASS_LESIONS)
+    state = {"class_lesions": {c: int(n) for c, n in zip(CLASSES, counts, strict=True)},
+             "unlearned_classes": [c for c, n in zip(CLASSES, counts, strict=True)
+                                   if n < minimum]}
+    if getattr(estimator, "fallback_", ""):
+        state["fallback"] = estimator.fallback_
+        state["unlearned_classes"] = list(CLASSES)
+    return state
+
+
+def restore_class_lesions(estimator: Any, state: dict[str, Any]) -> None:
+    """Read `class_lesion_state`'s record back (absent in older fit.json files)."""
+    recorded = state.get("class_lesions")
+    if isinstance(recorded, dict):
+        estimator.class_lesions_ = np.array([int(recorded.get(c, 0)) for c in CLASSES])
+    estimator.fallback_ = str(state.get("fallback") or "")
 
 
 class EnsembleEstimator(ClassifierMixin, BaseEstimator):

@@ -2,7 +2,10 @@
 
 Everything is read, checked, fit and predicted in memory first (`fit_ensembles`); only when every
 requested ensemble succeeded is anything written (`write_ensemble_results`), so a refusal leaves
-the run directory untouched. Per ensemble it writes, under RUNDIR/ensembles/<name>/:
+the run directory untouched. The folders are written as one set (core.atomic.staged_dirs): an
+interruption (Ctrl-C, a full disk) leaves every ensemble folder as it was or every one new,
+never a folder whose metrics.json describes other members than its fit.json. Per ensemble it
+writes, under RUNDIR/ensembles/<name>/:
 
     predictions_val.csv    soft/hard voting: out of sample. weighted voting / stacking: in sample
                            when they were fit on the validation split (fit.json and metrics.json
@@ -10,7 +13,12 @@ the run directory untouched. Per ensemble it writes, under RUNDIR/ensembles/<nam
     predictions_test.csv   never fit on, only predicted.
     fit.json               see `ensembles.fitfile`.
     metrics.json           via core.entry_metrics.write_entry_metrics, with the fit's facts
-                           (members, fit split, weights or C) and the ensemble's "description".
+                           (members, fit split, weights or C, "calibrated" and the members'
+                           temperatures) and the ensemble's "description".
+
+`calibrated=True` (--calibrated) builds every requested ensemble from temperature-scaled members
+(ensembles.members.temperature_scaled: each member's temperature fitted on its validation
+predictions); fit.json records "calibrated": true and the temperatures.
 
 results.csv and the report are the reports stage's; the --ensemble action refreshes them
 afterwards (pipeline.ensemble_action).
@@ -26,15 +34,22 @@ from typing import Any
 
 import numpy as np
 
+from core.atomic import staged_dirs
 from core.classes import CLASSES
 from core.defaults import BOOTSTRAP, SEED
 from core.entry_metrics import FIT_FILE, write_entry_metrics
 from core.errors import RunDirError
 from core.predictions import Predictions, make_predictions, write_predictions
 from core.rundir import RunDir
-from ensembles.base import EnsembleEstimator
+from ensembles.base import MIN_CLASS_LESIONS, EnsembleEstimator
 from ensembles.fitfile import fit_record, write_fit
-from ensembles.members import AlignedSplit, MemberData, load_members, resolve_members
+from ensembles.members import (
+    AlignedSplit,
+    MemberData,
+    load_members,
+    resolve_members,
+    temperature_scaled,
+)
 from ensembles.registry import make_estimator, resolve_names
 from ensembles.stacking import Stacking
 from ensembles.voting import HardVoting, WeightedVoting
@@ -84,6 +99,11 @@ class EnsembleResult:
         """Whether predictions_val.csv holds images the ensemble was fit on."""
         return bool(self.record["val_in_sample"])
 
+    @property
+    def calibrated(self) -> bool:
+        """Whether it was built from temperature-scaled members (--calibrated)."""
+        return self.record.get("calibrated") is True
+
 
 def _member_files(data: MemberData) -> dict[str, dict[str, dict[str, str]]]:
     splits = [s for s in (data.val, data.test, data.oof) if s is not None]
@@ -105,7 +125,8 @@ def _predictions(name: str, split: AlignedSplit, estimator: EnsembleEstimator) -
     )
 
 
-def _fit_one(name: str, data: MemberData, member_files: dict) -> EnsembleResult:
+def _fit_one(name: str, data: MemberData, member_files: dict,
+             temperatures: dict[str, dict[str, Any]] | None = None) -> EnsembleResult:
     estimator = make_estimator(name)
     if not estimator.learns:
         fit_data, fit_split = data.val, "none"
@@ -116,7 +137,9 @@ def _fit_one(name: str, data: MemberData, member_files: dict) -> EnsembleResult:
     # Soft/hard voting learn nothing; fit only validates the inputs and records the member count.
     estimator.fit(fit_data.probas, fit_data.y, groups=fit_data.lesion_id)
     learned = fit_split != "none"
-    val_in_sample = learned and bool(set(fit_data.image_id) & set(data.val.image_id))
+    # A fallback (nothing learned: too few lesions per class) does not look at the predictions.
+    val_in_sample = (learned and not getattr(estimator, "fallback_", "")
+                     and bool(set(fit_data.image_id) & set(data.val.image_id)))
     record = fit_record(
         estimator,
         members=list(data.members),
@@ -125,6 +148,7 @@ def _fit_one(name: str, data: MemberData, member_files: dict) -> EnsembleResult:
         fit_lesions=len(np.unique(fit_data.lesion_id)) if learned else 0,
         val_in_sample=val_in_sample,
         member_files=member_files,
+        temperatures=temperatures,
     )
     if isinstance(estimator, WeightedVoting):
         logger.info("weighted_voting weights: %s", ", ".join(
@@ -145,6 +169,7 @@ def fit_ensembles(
     run_dir: str | os.PathLike,
     names: Iterable[str] | str = ("all",),
     members: list[str] | None = None,
+    calibrated: bool = False,
 ) -> list[EnsembleResult]:
     """Read and check the members' predictions, fit every requested ensemble; write nothing.
 
@@ -152,6 +177,8 @@ def fit_ensembles(
         run_dir: the run directory (holding models/<member>/predictions_{val,test}.csv).
         names: ensemble names and/or "all".
         members: member names, or None for the default (see `ensembles.members.resolve_members`).
+        calibrated: build from temperature-scaled members, each member's temperature fitted on
+            its validation predictions (`ensembles.members.temperature_scaled`).
 
     Returns:
         One `EnsembleResult` per ensemble, in canonical order.
@@ -169,8 +196,11 @@ def fit_ensembles(
     member_names = resolve_members(run, members)
     logger.info("ensemble members: %s", ", ".join(member_names))
     data = load_members(run, member_names)
-    files = _member_files(data)
-    return [_fit_one(name, data, files) for name in resolved]
+    files = _member_files(data)  # the members' own files, whether scaled or not
+    temperatures = None
+    if calibrated:
+        data, temperatures = temperature_scaled(run, data)
+    return [_fit_one(name, data, files, temperatures) for name in resolved]
 
 
 def _metrics_extra(result: EnsembleResult) -> dict[str, Any]:
@@ -182,7 +212,11 @@ def _metrics_extra(result: EnsembleResult) -> dict[str, Any]:
         "fit_split": result.fit_split,
         "fit_size": result.fit_size,
         "val_in_sample": result.val_in_sample,
+        "calibrated": result.calibrated,
     }
+    if result.calibrated:
+        extra["member_temperatures"] = {m: t["value"] for m, t in
+                                        result.record["temperatures"].items()}
     if result.val_in_sample:
         extra["val_note"] = IN_SAMPLE_NOTE
     if isinstance(result.estimator, HardVoting):
@@ -194,7 +228,23 @@ def _metrics_extra(result: EnsembleResult) -> dict[str, Any]:
         extra["C"] = result.estimator.C_
     if isinstance(result.estimator, WeightedVoting | Stacking):
         extra["objective"] = result.estimator.objective_
+        state = result.record["state"]
+        unlearned = state.get("unlearned_classes") or []
+        if unlearned:
+            counts = state.get("class_lesions", {})
+            extra["unlearned_classes"] = {c: counts.get(c, 0) for c in unlearned}
+            extra["fit_note"] = state.get("fallback") or _unlearned_note(result.name, unlearned,
+                                                                           counts)
     return extra
+
+
+def _unlearned_note(name: str, unlearned: list[str], counts: dict[str, int]) -> str:
+    listed = ", ".join(f"{c} ({counts.get(c, 0)} lesion{'' if counts.get(c, 0) == 1 else 's'})"
+                       for c in unlearned)
+    rule = ("get the members' mean probability" if name == "stacking"
+            else "are left out of the weights' fit (the weighted mean still covers them)")
+    return (f"classes with fewer than {MIN_CLASS_LESIONS} lesions in the fit data are not "
+            f"learned: {listed}; they {rule}")
 
 
 def write_ensemble_results(
@@ -203,22 +253,48 @@ def write_ensemble_results(
     n_resamples: int = BOOTSTRAP,
     seed: int = SEED,
 ) -> None:
-    """Write each ensemble's predictions, fit.json and metrics.json (all atomically).
+    """Write each ensemble's predictions, fit.json and metrics.json, all folders as one set.
 
     Args:
         run_dir: the run directory.
         results: from `fit_ensembles`.
         n_resamples, seed: the lesion bootstrap of the test metrics' intervals.
+
+    Raises:
+        FileSystemError: a folder cannot be written (then no ensemble folder changed).
     """
-    run = RunDir(run_dir)
-    for result in results:
-        folder = run.ensemble_dir(result.name)
-        write_predictions(RunDir.predictions_file(folder, "val"), result.val)
-        write_predictions(RunDir.predictions_file(folder, "test"), result.test)
-        write_fit(folder / FIT_FILE, result.record)
-        write_entry_metrics(folder, extra=_metrics_extra(result), n_resamples=n_resamples,
-                            seed=seed)
-        logger.info("wrote %s", folder)
+    write_ensemble_sets([(run_dir, results, seed)], n_resamples=n_resamples)
+
+
+def write_ensemble_sets(
+    sets: list[tuple[str | os.PathLike, list[EnsembleResult], int]],
+    n_resamples: int = BOOTSTRAP,
+) -> None:
+    """Write the ensembles of several run directories (a grid's replicates) as one set.
+
+    Every folder is written into a hidden sibling first; only when all are complete are they
+    swapped in (core.atomic.staged_dirs), so an interruption or an error leaves every ensemble
+    folder of every run as it was, or every one new.
+
+    Args:
+        sets: (run directory, its results, its bootstrap seed) per run.
+        n_resamples: the lesion bootstrap of the test metrics' intervals.
+
+    Raises:
+        FileSystemError: a folder cannot be written (nothing changed then).
+    """
+    jobs = [(RunDir(run_dir), result, seed) for run_dir, results, seed in sets
+            for result in results]
+    targets = [run.ensemble_dir(result.name) for run, result, _ in jobs]
+    with staged_dirs(targets) as folders:
+        for (_, result, seed), folder in zip(jobs, folders, strict=True):
+            write_predictions(RunDir.predictions_file(folder, "val"), result.val)
+            write_predictions(RunDir.predictions_file(folder, "test"), result.test)
+            write_fit(folder / FIT_FILE, result.record)
+            write_entry_metrics(folder, extra=_metrics_extra(result), n_resamples=n_resamples,
+                                seed=seed)
+    for target in targets:
+        logger.info("wrote %s", target)
 
 
 def build_ensembles(
@@ -228,6 +304,7 @@ def build_ensembles(
     *,
     n_resamples: int = BOOTSTRAP,
     seed: int = SEED,
+    calibrated: bool = False,
 ) -> list[str]:
     """Fit the requested ensembles on a run's saved predictions and write their folders.
 
@@ -239,6 +316,7 @@ def build_ensembles(
         names: ensemble names and/or "all".
         members: member names, or None for the default members.
         n_resamples, seed: lesion bootstrap for the metrics' confidence intervals.
+        calibrated: build from temperature-scaled members (see `fit_ensembles`).
 
     Returns:
         The names of the ensembles written, in canonical order.
@@ -246,6 +324,6 @@ def build_ensembles(
     Raises:
         EnsembleError, PredictionFileError, RunDirError: see `fit_ensembles`.
     """
-    results = fit_ensembles(run_dir, names, members)
+    results = fit_ensembles(run_dir, names, members, calibrated=calibrated)
     write_ensemble_results(run_dir, results, n_resamples=n_resamples, seed=seed)
     return [r.name for r in results]

@@ -17,6 +17,12 @@ Layout (keys sorted on disk):
                     class_weight, objective
     member_files    {member: {split: {"path": ..., "sha256": ...}}}
     members_sha256  SHA-256 over all member files (name, split and file hash, in order)
+    calibrated      true when the ensemble was built from temperature-scaled members
+                    (--calibrated); false otherwise (a file without the key: false)
+    temperatures    only when calibrated: {member: core.temperature's record: "value",
+                    "fit_on": "val", "val_log_loss_before", "val_log_loss_after", ...}; the
+                    estimator takes each member's probabilities scaled by its "value"
+                    (`scale_members`), on every split and for new images alike
 
 JSON writes floats with `repr`, which round-trips float64 exactly, so `load_fit` rebuilds an
 estimator whose predictions are bitwise identical to the original's.
@@ -26,10 +32,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 from typing import Any
 
-from core.atomic import atomic_write_json, read_json
+import numpy as np
+
+from core.atomic import atomic_write_json, read_json, read_json_object
 from core.classes import CLASSES
+from core.entry_metrics import FIT_FILE
+from core.temperature import apply_temperature
 from ensembles.base import EnsembleEstimator
 from ensembles.errors import EnsembleError
 from ensembles.registry import ESTIMATORS
@@ -55,6 +66,7 @@ def fit_record(
     fit_lesions: int,
     val_in_sample: bool,
     member_files: dict[str, dict[str, dict[str, str]]],
+    temperatures: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The JSON-ready fit record of a fitted estimator (module docstring).
 
@@ -66,10 +78,15 @@ def fit_record(
         fit_lesions: distinct lesions among them.
         val_in_sample: whether the validation predictions are in-sample.
         member_files: {member: {split: {"path", "sha256"}}}.
+        temperatures: {member: temperature record} when the members were temperature-scaled
+            (--calibrated), else None.
 
     Returns:
         The record (what `write_fit` writes).
     """
+    calibrated = {"calibrated": temperatures is not None}
+    if temperatures is not None:
+        calibrated["temperatures"] = {m: dict(temperatures[m]) for m in members}
     return {
         "format": FIT_FORMAT,
         "ensemble": estimator.name,
@@ -83,7 +100,66 @@ def fit_record(
         "state": estimator.get_state(),
         "member_files": member_files,
         "members_sha256": members_sha256(member_files),
+        **calibrated,
     }
+
+
+def member_temperatures(record: dict[str, Any]) -> np.ndarray | None:
+    """The members' temperatures of a calibrated fit record, in the order of its "members".
+
+    Args:
+        record: a fit record (`read_fit`).
+
+    Returns:
+        (n_members,) temperatures, or None when the ensemble is not calibrated.
+
+    Raises:
+        EnsembleError: a calibrated record without a positive temperature for every member.
+    """
+    if record.get("calibrated") is not True:
+        return None
+    temperatures = record.get("temperatures")
+    try:
+        values = np.array([float(temperatures[m]["value"]) for m in record["members"]])
+    except (KeyError, TypeError, ValueError):
+        raise EnsembleError(
+            "a calibrated fit.json must record a temperature for every member; rebuild it with "
+            "--ensemble NAME --calibrated") from None
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise EnsembleError(f"fit.json records temperatures {values.tolist()}; they must be "
+                            "positive; rebuild it with --ensemble NAME --calibrated")
+    return values
+
+
+def scale_members(record: dict[str, Any], probas: np.ndarray) -> np.ndarray:
+    """The members' probabilities as the estimator of `record` takes them.
+
+    Args:
+        record: a fit record (`read_fit`).
+        probas: (n_members, n, 7) the members' own probabilities, in the record's member order.
+
+    Returns:
+        `probas` temperature-scaled member by member when the ensemble is calibrated, else
+        `probas` unchanged.
+
+    Raises:
+        EnsembleError: see `member_temperatures`, or a member axis of the wrong length.
+    """
+    temperatures = member_temperatures(record)
+    if temperatures is None:
+        return probas
+    if len(probas) != len(temperatures):
+        raise EnsembleError(f"expected the probabilities of {len(temperatures)} members "
+                            f"({', '.join(record['members'])}), got {len(probas)}")
+    return np.stack([apply_temperature(p, t) for p, t in zip(probas, temperatures, strict=True)])
+
+
+def recorded_calibration(entry_dir: str | os.PathLike) -> bool:
+    """Whether the ensemble folder's fit.json says it was built from temperature-scaled members
+    (False when fit.json is missing, unreadable or older than the key)."""
+    record = read_json_object(Path(entry_dir) / FIT_FILE,
+                              "it is taken as built from unscaled members")
+    return record.get("calibrated") is True
 
 
 def write_fit(path: str | os.PathLike, record: dict[str, Any]) -> None:

@@ -19,23 +19,35 @@ registry does not know, join only when named (--members).
 
 Members are always sorted by name, so the order in which they are named never changes a result.
 Rows are aligned by sorting on image_id; then every member must hold exactly the same image ids
-and agree on each image's label and lesion id.
+and agree on each image's label and lesion id. The fit data (validation, out-of-fold) and the
+test split must share no image and no lesion, nor may the test split share one with the
+training split of splits.csv (core.integrity; lesions may be shared in a run declared
+--split image).
+
+Calibrated ensembles (--calibrated) take the members temperature-scaled (`temperature_scaled`):
+each member's temperature is fitted on its validation predictions exactly as its metrics.json's
+"temperature" is (core.temperature, measured after the prior shift to the run's training class
+frequencies), then applied to every split of that member. The test split is only scaled.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from core.atomic import read_json
+from core.calibration import training_prior
 from core.classes import CLASS_INDEX
 from core.errors import PredictionFileError, RunDirError
+from core.integrity import SplitIds, check_no_leakage
 from core.predictions import Predictions, read_predictions
-from core.rundir import RunDir
+from core.rundir import RunDir, entry_folders
+from core.temperature import apply_temperature, fit_temperature
 from ensembles.errors import EnsembleError
 
 logger = logging.getLogger(__name__)
@@ -93,7 +105,7 @@ def survey_models(run: RunDir) -> dict[str, EntryInfo]:
             f"{run.models_dir}/<name>/predictions_val.csv and predictions_test.csv"
         )
     entries = {}
-    for folder in sorted(p for p in run.models_dir.iterdir() if p.is_dir()):
+    for folder in entry_folders(run.models_dir):
         status = kind = None
         metrics_file = folder / "metrics.json"
         if metrics_file.is_file():
@@ -300,14 +312,8 @@ def read_aligned_split(run: RunDir, members: list[str], split: str) -> AlignedSp
     )
 
 
-def _check_disjoint(a: AlignedSplit, b: AlignedSplit) -> None:
-    shared = set(a.image_id) & set(b.image_id)
-    if shared:
-        raise PredictionFileError(
-            f"{a.files[0]} ({a.split}) and {b.files[0]} ({b.split}) share {len(shared)} image(s) "
-            f"({_show(shared)}); an ensemble is never fit on test images, so the {a.split} and "
-            f"{b.split} predictions must cover disjoint images"
-        )
+def _ids(split: AlignedSplit) -> SplitIds:
+    return SplitIds(split.split, split.files[0], split.image_id, split.lesion_id)
 
 
 def load_members(run: RunDir, members: list[str]) -> MemberData:
@@ -321,18 +327,18 @@ def load_members(run: RunDir, members: list[str]) -> MemberData:
         The aligned `MemberData`.
 
     Raises:
-        PredictionFileError: any contract violation (see `read_aligned_split`), or fit data that
-            overlaps the test images.
+        PredictionFileError: any contract violation (see `read_aligned_split`).
+        LeakageError: the validation (or out-of-fold) and test predictions, or splits.csv's
+            training split and the test predictions, share an image, or a lesion (core.integrity).
     """
     val = read_aligned_split(run, members, "val")
     test = read_aligned_split(run, members, "test")
-    _check_disjoint(val, test)
     with_oof = [m for m in members if RunDir.predictions_file(run.model_dir(m), OOF_SPLIT).is_file()]
     oof = None
     if len(with_oof) == len(members):
         oof = read_aligned_split(run, members, OOF_SPLIT)
-        _check_disjoint(oof, test)
-    elif with_oof:
+    check_no_leakage(run.root, _ids(test), [_ids(s) for s in (val, oof) if s is not None])
+    if with_oof and oof is None:
         logger.warning(
             "only %s of the members have predictions_oof.csv (%s); stacking is fit on the "
             "validation predictions instead", len(with_oof), ", ".join(with_oof))
@@ -342,3 +348,37 @@ def load_members(run: RunDir, members: list[str]) -> MemberData:
                 logger.warning("members %s and %s have identical test predictions; is one model "
                                "counted twice?", first, members[j])
     return MemberData(members=tuple(members), val=val, test=test, oof=oof)
+
+
+def temperature_scaled(run: RunDir, data: MemberData) -> tuple[MemberData, dict[str, dict[str, Any]]]:
+    """The members' predictions temperature-scaled, each with a temperature fitted on its
+    validation predictions (core.temperature; nothing is fit on test or out-of-fold rows).
+
+    The objective is the member's validation log loss after the prior shift to the run's training
+    class frequencies (core.calibration.training_prior), as for the "temperature" of its
+    metrics.json, so both record the same temperature.
+
+    Args:
+        run: the run directory (for the calibration prior).
+        data: the members' aligned predictions (`load_members`).
+
+    Returns:
+        (the scaled data: validation, test and out-of-fold probabilities scaled member by member,
+        {member: its temperature record (`TemperatureFit.to_json`)}).
+    """
+    prior = training_prior(run.root, data.val.label).vector
+    fits = {member: fit_temperature(data.val.y, data.val.probas[i], prior)
+            for i, member in enumerate(data.members)}
+    values = [fits[m].value for m in data.members]
+    for member in data.members:
+        fit = fits[member]
+        logger.info("%s: temperature %.4f (validation log loss %.4f -> %.4f)", member, fit.value,
+                    fit.log_loss_before, fit.log_loss_after)
+
+    def scale(split: AlignedSplit) -> AlignedSplit:
+        return replace(split, probas=np.stack(
+            [apply_temperature(p, t) for p, t in zip(split.probas, values, strict=True)]))
+
+    scaled = MemberData(members=data.members, val=scale(data.val), test=scale(data.test),
+                        oof=None if data.oof is None else scale(data.oof))
+    return scaled, {member: fits[member].to_json() for member in data.members}

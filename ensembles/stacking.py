@@ -18,6 +18,14 @@ Folds: `StratifiedGroupKFold` with `min(n_splits, number of lesions)` folds; whe
 too rare to stratify, `GroupKFold`. Folds whose training part holds fewer than two classes are
 dropped; with no usable fold C falls back to `default_C` (recorded in `cv_`).
 
+Every class is covered (ensembles.base): the meta-model learns the classes with at least
+`min_class_lesions` (2) lesions in the fit data. A class below that (absent, or one lesion) gets
+the members' mean probability (soft voting's), and the learned classes share the rest in the
+meta-model's proportions: p = mean_k for such a class k, (1 - sum of those means) * meta
+otherwise. Rows still sum to 1 and no column is a constant zero; fit.json records the classes
+and their lesion counts. With fewer than two learnable classes there is no meta-model at all and
+stacking outputs the members' mean (its "fallback", recorded in fit.json).
+
 The learned state is plain arrays (`coef_`, `intercept_`, `meta_classes_`) and predictions are
 computed from them alone, so a model rebuilt from fit.json predicts bitwise identically.
 """
@@ -38,7 +46,13 @@ from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 
 from core.classes import CLASSES, NUM_CLASSES
-from ensembles.base import EnsembleEstimator
+from ensembles.base import (
+    MIN_CLASS_LESIONS,
+    EnsembleEstimator,
+    class_lesion_state,
+    learnable_rows,
+    restore_class_lesions,
+)
 from ensembles.errors import EnsembleError
 
 logger = logging.getLogger(__name__)
@@ -123,12 +137,14 @@ class Stacking(EnsembleEstimator):
         max_iter: lbfgs iteration limit.
         class_weight: "balanced" (the benchmark's convention: balanced LogisticRegression and a
             class-balanced CV score) or None (plain log loss).
+        min_class_lesions: the fewest lesions of a class in the fit data for it to be learned.
 
     Attributes:
         coef_: (n_meta_classes, n_members * 7) coefficients (two rows in the binary case).
         intercept_: (n_meta_classes,) intercepts.
-        meta_classes_: canonical indices of the classes present in the fit labels; the others
-            get probability 0.
+        meta_classes_: canonical indices of the learned classes; the others get the members'
+            mean probability (module docstring).
+        class_lesions_: (7,) lesions per class in the fit data.
         C_: the chosen C.
         cv_: JSON-ready record of the cross-validation (scheme, folds, scoring, mean score
             per C).
@@ -146,6 +162,7 @@ class Stacking(EnsembleEstimator):
         default_C: float = 1.0,
         max_iter: int = 1000,
         class_weight: str | None = "balanced",
+        min_class_lesions: int = MIN_CLASS_LESIONS,
     ) -> None:
         self.Cs = Cs
         self.clip = clip
@@ -153,6 +170,7 @@ class Stacking(EnsembleEstimator):
         self.default_C = default_C
         self.max_iter = max_iter
         self.class_weight = class_weight
+        self.min_class_lesions = min_class_lesions
 
     def _meta_model(self, C: float) -> LogisticRegression:
         return LogisticRegression(C=C, max_iter=self.max_iter, class_weight=self.class_weight)
@@ -170,12 +188,21 @@ class Stacking(EnsembleEstimator):
             raise EnsembleError(f"The 'class_weight' parameter of Stacking must be 'balanced' "
                                 f"or None. Got {self.class_weight!r} instead.")
         objective, scoring = OBJECTIVES[self.class_weight]
+        rows, self.class_lesions_, self.fallback_ = learnable_rows(self.name, y, groups,
+                                                                   self.min_class_lesions)
+        if self.fallback_:  # nothing to learn from: the members' mean for every class
+            n_features = probas.shape[0] * NUM_CLASSES
+            self.coef_ = np.zeros((0, n_features))
+            self.intercept_ = np.zeros(0)
+            self.meta_classes_ = np.zeros(0, dtype=np.int64)
+            self.C_ = float(self.default_C)
+            self.cv_ = {"scheme": "none", "n_splits": 0, "reason": self.fallback_,
+                        "scoring": scoring, "Cs": sorted(float(c) for c in self.Cs),
+                        "mean_scores": None}
+            self.objective_ = objective
+            return
+        probas, y, groups = probas[:, rows], y[rows], groups[rows]
         seen = np.unique(y)
-        if len(seen) < 2:
-            raise EnsembleError(
-                f"stacking needs fit labels of at least two classes; all {len(y)} rows are "
-                f"'{CLASSES[seen[0]]}'"
-            )
         X = log_features(probas, self.clip)
         folds, cv_info = grouped_folds(y, groups, self.n_splits)
         cs = sorted(float(c) for c in self.Cs)
@@ -220,10 +247,17 @@ class Stacking(EnsembleEstimator):
         self.objective_ = objective
 
     def _predict_proba(self, probas: np.ndarray) -> np.ndarray:
+        if not len(self.meta_classes_):
+            return probas.mean(axis=0)
         X = log_features(probas, self.clip)
         with threadpool_limits(limits=1, user_api="blas"):  # same arithmetic whatever the threads
             meta = softmax(X @ np.ascontiguousarray(self.coef_).T + self.intercept_, axis=1)
         out = np.zeros((X.shape[0], NUM_CLASSES))
+        fallback = np.setdiff1d(np.arange(NUM_CLASSES), self.meta_classes_)
+        if fallback.size:
+            mean = probas.mean(axis=0)[:, fallback]
+            out[:, fallback] = mean
+            meta = meta * np.clip(1.0 - mean.sum(axis=1, keepdims=True), 0.0, 1.0)
         out[:, self.meta_classes_] = meta
         return out
 
@@ -241,6 +275,7 @@ class Stacking(EnsembleEstimator):
             objective=self.objective_,
             features=f"member-major log(clip(p, {self.clip}, 1)) of the {NUM_CLASSES} canonical "
                      "classes",
+            **class_lesion_state(self),
         )
         return state
 
@@ -253,6 +288,8 @@ class Stacking(EnsembleEstimator):
         if unknown:
             raise EnsembleError(f"stacking state: unknown class(es) {unknown}")
         classes = np.array([CLASSES.index(c) for c in state["meta_classes"]], dtype=np.int64)
+        if not len(classes) and coef.size == 0:  # the fallback: no meta-model (ensembles.base)
+            coef = coef.reshape(0, self.n_members_ * NUM_CLASSES)
         expected = (len(classes), self.n_members_ * NUM_CLASSES)
         if coef.shape != expected or intercept.shape != (len(classes),):
             raise EnsembleError(
@@ -266,4 +303,5 @@ class Stacking(EnsembleEstimator):
         # fit.json files written before the class-balanced convention lack the key: they were fit
         # with the plain log loss.
         self.objective_ = str(state.get("objective", OBJECTIVES[None][0]))
+        restore_class_lesions(self, state)
         return self

@@ -10,7 +10,14 @@ from scipy.optimize import minimize
 from sklearn.utils.class_weight import compute_sample_weight
 
 from core.classes import NUM_CLASSES
-from ensembles.base import EnsembleEstimator, check_member_probas
+from ensembles.base import (
+    MIN_CLASS_LESIONS,
+    EnsembleEstimator,
+    check_member_probas,
+    class_lesion_state,
+    learnable_rows,
+    restore_class_lesions,
+)
 from ensembles.errors import EnsembleError
 
 logger = logging.getLogger(__name__)
@@ -105,37 +112,56 @@ class WeightedVoting(EnsembleEstimator):
     class-balanced CNNs target. The loss is convex in the weights, so SLSQP on the simplex from
     equal weights finds the global minimum deterministically.
 
+    Only classes with at least `min_class_lesions` lesions in the fit data enter the loss
+    (ensembles.base.learnable_rows); the weighted mean still gives every class its members'
+    weighted probability, so no class is ever left out of the output.
+
     Parameters:
         tol: SLSQP's tolerance.
         max_iter: SLSQP's iteration limit.
         class_weight: "balanced" (the benchmark's convention) or None (plain log loss, the
             training frequencies' prior).
+        min_class_lesions: the fewest lesions of a class in the fit data for its rows to count.
 
     Attributes:
         weights_: (n_members,) the learned weights.
         fit_log_loss_: the objective (class-balanced log loss, or plain with class_weight=None)
             at `weights_` on the fit data.
         objective_: the objective's name.
+        class_lesions_: (7,) lesions per class in the fit data.
     """
 
     name = "weighted_voting"
     description = "probabilities averaged with weights fit on validation"
 
     def __init__(self, tol: float = 1e-10, max_iter: int = 1000,
-                 class_weight: str | None = "balanced") -> None:
+                 class_weight: str | None = "balanced",
+                 min_class_lesions: int = MIN_CLASS_LESIONS) -> None:
         self.tol = tol
         self.max_iter = max_iter
         self.class_weight = class_weight
+        self.min_class_lesions = min_class_lesions
 
     def _fit(self, probas: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
         if self.class_weight not in CLASS_WEIGHTS:
             raise EnsembleError(f"The 'class_weight' parameter of WeightedVoting must be "
                                 f"'balanced' or None. Got {self.class_weight!r} instead.")
+        rows, self.class_lesions_, self.fallback_ = learnable_rows(self.name, y, groups,
+                                                                   self.min_class_lesions)
+        n_members = probas.shape[0]
+        uniform = np.full(n_members, 1.0 / n_members)
+        self.objective_ = OBJECTIVES[self.class_weight]
+        if self.fallback_:  # nothing to learn from: equal weights, scored on every fit row
+            self.weights_ = uniform
+            every_row = (compute_sample_weight("balanced", y) if self.class_weight == "balanced"
+                         else np.ones(len(y)))
+            self.fit_log_loss_, _ = _log_loss_and_grad(uniform, _true_class_probas(probas, y),
+                                                       every_row)
+            return
+        probas, y = probas[:, rows], y[rows]
         true_probas = _true_class_probas(probas, y)
         row_weights = (compute_sample_weight("balanced", y) if self.class_weight == "balanced"
                        else np.ones(len(y)))
-        n_members = probas.shape[0]
-        uniform = np.full(n_members, 1.0 / n_members)
         result = minimize(
             _log_loss_and_grad,
             uniform,
@@ -159,7 +185,6 @@ class WeightedVoting(EnsembleEstimator):
             weights, loss = uniform, uniform_loss
         self.weights_ = weights
         self.fit_log_loss_ = loss
-        self.objective_ = OBJECTIVES[self.class_weight]
 
     def _predict_proba(self, probas: np.ndarray) -> np.ndarray:
         return np.tensordot(self.weights_, probas, axes=1)
@@ -168,7 +193,7 @@ class WeightedVoting(EnsembleEstimator):
         """Member count, fit size, weights, the objective's name and its value (JSON-ready)."""
         state = super().get_state()
         state.update(weights=self.weights_.tolist(), fit_log_loss=self.fit_log_loss_,
-                     objective=self.objective_)
+                     objective=self.objective_, **class_lesion_state(self))
         return state
 
     def set_state(self, state: dict[str, Any]) -> WeightedVoting:
@@ -184,4 +209,6 @@ class WeightedVoting(EnsembleEstimator):
         self.fit_log_loss_ = float(state["fit_log_loss"])
         # fit.json files written before the class-balanced objective lack the key: plain log loss.
         self.objective_ = str(state.get("objective", OBJECTIVES[None]))
+        restore_class_lesions(self, state)
         return self
+

@@ -14,8 +14,11 @@ The flow, one step per module:
    memory at half the batch size and records failures (training/jobs.py), and the run goes on.
 4. the downstream stages: ensembles, results.csv and the report (pipeline/finish.py).
 
-The caller (pipeline/all_action.py) prints the per-entry summary and turns failures into the exit
-code.
+The console (pipeline/console.py) shows one line per stage, the entries' progress and one summary
+line per entry; everything else (the libraries' records, the workers' and the frameworks' output)
+goes to train.log and to each entry's models/<entry>/train.log. `--tensorboard` adds TensorBoard
+logs under RUNDIR/tensorboard/<job> without changing the config or the fingerprint. The caller
+(pipeline/all_action.py) prints the final summary and turns failures into the exit code.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ import argparse
 import logging
 import os
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from core.defaults import option
 from core.errors import RunDirError
 from core.rundir import RunDir
 from data_utils.prepare import prepare
+from pipeline.console import RunConsole, import_keras_quietly
 from pipeline.finish import finish_grid, finish_run
 from pipeline.outcome import RunOutcome
 from pipeline.provenance import write_run_json
@@ -44,21 +48,24 @@ from pipeline.rundir_lifecycle import (
     weights_signature,
 )
 from training import executors
-from training.config import resolve_config, resolve_out
+from training.config import resolve_config, resolve_out, tensorboard_enabled
 from training.fingerprint import file_sha256, protocol_fingerprint
 from training.jobs import EntryOutcome, JobSpec
 from training.settings import RunConfig
 
 logger = logging.getLogger(__name__)
 
+# RUNDIR/tensorboard/<job>: the TensorBoard logs of --tensorboard (`tensorboard --logdir` it).
+TENSORBOARD_DIR = "tensorboard"
 
-def run_all(args: argparse.Namespace, console: TextIO | None = None) -> RunOutcome:
+
+def run_all(args: argparse.Namespace, console: RunConsole | None = None) -> RunOutcome:
     """Prepare, train every entry, ensemble and report (see the module docstring).
 
     Args:
         args: the parsed command line of benchmark.py.
-        console: where the workers' output is echoed (the CLI passes sys.stdout); None: nowhere
-            (it still goes to train.log).
+        console: the run's console (the CLI's writes to sys.stdout); None: nothing is printed
+            (the lines still go to train.log).
 
     Returns:
         The outcome; `failures` lists what failed.
@@ -68,8 +75,12 @@ def run_all(args: argparse.Namespace, console: TextIO | None = None) -> RunOutco
             another process is using it.
         BenchmarkError: bad configuration or data (from config resolution or data preparation).
     """
+    console = console or RunConsole(None)
     executors.check_options(getattr(args, "executor", None), getattr(args, "jobs", None),
                             getattr(args, "ray_address", None))
+    tensorboard = tensorboard_enabled(args)
+    # The frameworks' start-up banners go to train.log (with -v also to the console, as a record).
+    banner = import_keras_quietly()
     config = resolve_config(args)
     signatures = weights_signature(config)
     out = resolve_out(args, config)
@@ -79,7 +90,13 @@ def run_all(args: argparse.Namespace, console: TextIO | None = None) -> RunOutco
             # no log); the check is repeated under the lock.
             check_existing(candidate, config, signatures)
             with locked(candidate), file_logging(RunDir(candidate).train_log):
-                return _run_in(candidate, args, config, signatures, console)
+                if banner:
+                    logger.info("the frameworks' start-up output in this process:\n%s", banner)
+                    banner = ""
+                try:
+                    return _run_in(candidate, args, config, signatures, console, tensorboard)
+                finally:
+                    console.close()
         except ProtocolMismatch as exc:
             if not args.force_new:
                 raise RunDirError(
@@ -93,14 +110,14 @@ def run_all(args: argparse.Namespace, console: TextIO | None = None) -> RunOutco
 
 
 def _run_in(root: Path, args: argparse.Namespace, config: RunConfig,
-            signatures: dict[str, Any], console: TextIO | None) -> RunOutcome:
+            signatures: dict[str, Any], console: RunConsole, tensorboard: bool) -> RunOutcome:
     run = RunDir(root)
     previous = check_existing(root, config, signatures)
     had_splits = run.splits_csv.is_file()
 
-    logger.info("run directory %s (%s)", root, "resuming" if previous else "new")
+    console.stage(f"run directory {root} ({'resuming it' if previous else 'new'})")
     # The workers read splits.csv and open the cache themselves; nothing is handed over here.
-    _prepare(run, args, config, had_splits)
+    _prepare(run, args, config, had_splits, console)
     signatures = {**signatures, "splits_sha256": file_sha256(run.splits_csv)}
     if previous is not None:
         check_same_protocol(previous, config, signatures, include_data=True)
@@ -108,17 +125,23 @@ def _run_in(root: Path, args: argparse.Namespace, config: RunConfig,
     write_run_json(run, config, signatures, fingerprint, previous)
 
     outcome = RunOutcome(run_dir=root)
+    boards = run.root / TENSORBOARD_DIR if tensorboard else None
     replicates = None
     if config.is_grid:
         replicates = write_replicates(run, config, signatures)
-        specs = [_job_spec(rep.run, name, rep.config, args, label=f"{rep.name}/{name}")
+        specs = [_job_spec(rep.run, name, rep.config, args, label=f"{rep.name}/{name}",
+                           tensorboard=boards)
                  for rep in replicates for name in config.entries]
-        logger.info("grid: %d replicate(s) (folds %s, seeds %s) x %d entries = %d jobs",
-                    len(replicates), ",".join(str(f) for f in config.grid_folds),
-                    ",".join(str(s) for s in config.seeds or ()), len(config.entries),
-                    len(specs))
+        what = (f"grid: {len(replicates)} replicate(s) (folds "
+                f"{','.join(str(f) for f in config.grid_folds)}, seeds "
+                f"{','.join(str(s) for s in config.seeds or ())}) x {len(config.entries)} "
+                f"entries = {len(specs)} jobs")
     else:
-        specs = [_job_spec(run, name, config, args) for name in config.entries]
+        specs = [_job_spec(run, name, config, args, tensorboard=boards)
+                 for name in config.entries]
+        what = f"{len(specs)} entr{'y' if len(specs) == 1 else 'ies'}"
+    console.stage(f"training {what}, {_how(args)}"
+                  + (f"; TensorBoard logs in {boards}" if boards is not None else ""))
     outcome.entries = _execute(specs, args, console)
     for result in outcome.entries:
         if not result.ok:
@@ -126,17 +149,29 @@ def _run_in(root: Path, args: argparse.Namespace, config: RunConfig,
             outcome.failures.append(f"{result.name} ({result.status}"
                                     + (f": {error}" if error else "") + ")")
     if replicates is None:
-        finish_run(run, args, config, outcome)
+        finish_run(run, args, config, outcome, console)
     else:
-        finish_grid(run, args, config, outcome, replicates)
+        finish_grid(run, args, config, outcome, replicates, console)
     return outcome
 
 
+def _how(args: argparse.Namespace) -> str:
+    """How the jobs run, and where their output goes, for the training stage line."""
+    if option(args, "executor") == "ray":
+        return "each a Ray task (output: models/<entry>/train.log)"
+    jobs = int(option(args, "jobs"))
+    if jobs > 1:
+        return f"{jobs} at a time (output: models/<entry>/train.log)"
+    return "one at a time (output: train.log and models/<entry>/train.log)"
+
+
 def _prepare(run: RunDir, args: argparse.Namespace, config: RunConfig,
-             had_splits: bool) -> None:
+             had_splits: bool, console: RunConsole) -> None:
     sizes = config.image_sizes()
-    logger.info("preparing %s at image size(s) %s", config.dataset,
-                ", ".join(str(s) for s in sizes))
+    source = (f"{config.synthetic_images} generated images" if config.dataset == "synthetic"
+              else config.data_dir)
+    console.stage(f"preparing the data: {config.dataset} ({source}), image size(s) "
+                  f"{', '.join(str(s) for s in sizes)}")
     try:
         prepare(
             config.dataset, config.data_dir, run.root,
@@ -158,39 +193,41 @@ def _serial(args: argparse.Namespace) -> bool:
 
 
 def _job_spec(run: RunDir, name: str, config: RunConfig, args: argparse.Namespace,
-              label: str = "") -> JobSpec:
-    # A serial run appends every worker's output to the run's train.log, in order; parallel jobs
-    # each get their own log beside their files, so their lines never interleave.
-    log = run.train_log if _serial(args) else run.model_dir(name) / "train.log"
+              label: str = "", tensorboard: Path | None = None) -> JobSpec:
+    # Every worker's output goes to its entry's own train.log; a serial run appends it to the
+    # run's train.log as well, in order (parallel jobs' lines would interleave there).
+    log = run.model_dir(name) / "train.log"
     cache_dir = getattr(args, "cache_dir", None)
     return JobSpec(
         run_root=os.fspath(run.root.resolve()), entry=name, config=config,
         cache_dir=os.fspath(Path(cache_dir).resolve()) if cache_dir else None,
         devices=getattr(args, "devices", None), log_path=os.fspath(log.resolve()),
-        retries=int(option(args, "retries")), label=label or name)
+        run_log_path=os.fspath(run.train_log.resolve()) if _serial(args) else None,
+        retries=int(option(args, "retries")), label=label or name,
+        tensorboard_dir=(os.fspath((tensorboard / (label or name)).resolve())
+                         if tensorboard is not None else None))
 
 
 def _execute(specs: list[JobSpec], args: argparse.Namespace,
-             console: TextIO | None) -> list[EntryOutcome]:
+             console: RunConsole) -> list[EntryOutcome]:
     """Run the jobs with the executor the command line chose."""
     total = len(specs)
-    serial = _serial(args)
-
-    def started(index: int, spec: JobSpec) -> None:
-        logger.info("[%d/%d] %s", index, total, spec.name)
-
-    def done(index: int, count: int, result: EntryOutcome) -> None:
-        logger.info("[%d/%d] %s", index, count, result.summary_line())
-
     if option(args, "executor") == "ray":
         return executors.run_ray(specs, address=getattr(args, "ray_address", None),
                                  devices=getattr(args, "devices", None),
-                                 cpus_per_job=getattr(args, "cpus_per_job", None), on_done=done)
-    return executors.run_local(specs, jobs=int(option(args, "jobs")),
-                               devices=getattr(args, "devices", None),
-                               cpus_per_job=getattr(args, "cpus_per_job", None),
-                               console=console if serial else None,
-                               on_start=started if serial else None, on_done=done)
+                                 cpus_per_job=getattr(args, "cpus_per_job", None),
+                                 on_done=console.job_finished)
+    if _serial(args):
+        return executors.run_local(
+            specs, jobs=1, devices=getattr(args, "devices", None),
+            cpus_per_job=getattr(args, "cpus_per_job", None), console=console.echo,
+            on_start=lambda index, spec: console.entry_started(index, total, spec.name),
+            on_done=console.entry_finished, on_event=console.event)
+    return executors.run_local(
+        specs, jobs=int(option(args, "jobs")), devices=getattr(args, "devices", None),
+        cpus_per_job=getattr(args, "cpus_per_job", None),
+        on_start=lambda index, spec: console.job_started(index, total, spec.name),
+        on_done=console.job_finished)
 
 
 def _shorten(text: str, width: int) -> str:

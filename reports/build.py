@@ -9,14 +9,15 @@ import it. Needs no TensorFlow/Keras.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from core.defaults import BOOTSTRAP, RANK_BY, REFERENCE, SEED
 from core.rundir import RunDir
-from reports.grid import build_grid_report, write_grid_results_csv
+from reports.grid import build_grid_report, check_grid_report, write_grid_results_csv
 from reports.options import check_rank_by
 from reports.results import write_results_csv
-from reports.single import build_single_report
+from reports.single import build_single_report, check_single_report
 
 
 def build_report(
@@ -53,6 +54,9 @@ def build_report(
         MixedEnsembleError: a grid whose replicates hold different variants of one ensemble.
         RunDirError: the directory is missing or holds no prediction file.
         PredictionFileError: a prediction file breaks the contract.
+        IntegrityError: a stale ensemble, leaked lesions, or entries on different test sets
+            (reports.integrity); nothing is written then.
+        FileSystemError: a folder of the run cannot be written (checked before the first write).
     """
     check_rank_by(rank_by)
     run = RunDir(run_dir)
@@ -61,6 +65,38 @@ def build_report(
                                  figures=figures, reference=reference or REFERENCE)
     return build_single_report(run.root, rank_by=rank_by, n_resamples=n_resamples, seed=seed,
                                processes=processes, figures=figures, reference=reference)
+
+
+def check_report(
+    run_dir: str | os.PathLike,
+    rank_by: str = RANK_BY,
+    reference: str | None = None,
+    replaced: Mapping[str, Collection[str]] | None = None,
+    figures: bool = True,
+) -> None:
+    """Every check `build_report` makes before it writes, without writing anything.
+
+    For an action that writes something else first (pipeline.report_action refits stale
+    ensembles, pipeline.ensemble_action builds some): it checks the report's inputs before its
+    own writes, so a refusal leaves the run directory as it was.
+
+    Args:
+        run_dir: the run directory, single or grid.
+        rank_by: the ranking metric.
+        reference: the --reference (None: the default).
+        replaced: ensembles the caller rewrites before the report, not checked for staleness:
+            "" -> names for a single run, replicate folder name -> names for a grid.
+        figures: whether the figures will be drawn.
+
+    Raises:
+        The errors of `build_report`, before anything is written.
+    """
+    run = RunDir(run_dir)
+    replaced = replaced or {}
+    if run.is_grid:
+        check_grid_report(run, rank_by, reference or REFERENCE, replaced, figures)
+    else:
+        check_single_report(run, rank_by, reference, replaced.get("", ()), figures)
 
 
 def refresh_results_csv(run: RunDir) -> Path:

@@ -1,4 +1,5 @@
-"""The report stage's CLI actions: --report, --save-baseline FILE, --check FILE."""
+"""The report stage's CLI actions: --save-baseline FILE, --check FILE (--report is
+`pipeline.report_action`: it refits stale ensembles first)."""
 
 from __future__ import annotations
 
@@ -9,32 +10,20 @@ from tabulate import tabulate
 
 from core import defaults
 from core.rundir import RunDir, find_run_dir
-from reports.baseline import check_run, load_baseline, run_metrics, save_baseline
-from reports.build import build_report
-from reports.options import check_rank_by
+from reports.baseline import (
+    check_run,
+    check_test_set,
+    load_baseline,
+    run_metrics,
+    run_test_set,
+    save_baseline,
+)
 
 
 def resolve_run_dir(args: argparse.Namespace) -> RunDir:
     """The run to read: --out, or the default one (see `core.rundir.find_run_dir`)."""
     return find_run_dir(getattr(args, "out", None), getattr(args, "dataset", None),
                         getattr(args, "preset", None))
-
-
-def run_report(args: argparse.Namespace) -> int:
-    """`--report`: rebuild metrics.json, results.csv, comparisons.csv, figures and report.md;
-    print its path. `--reference NAME` picks the entry the others are compared with."""
-    rank_by = defaults.option(args, "rank_by")
-    check_rank_by(rank_by)
-    run = resolve_run_dir(args)
-    path = build_report(
-        run.root,
-        rank_by=rank_by,
-        n_resamples=defaults.option(args, "bootstrap"),
-        seed=defaults.option(args, "seed"),
-        reference=getattr(args, "reference", None),
-    )
-    print(path)
-    return 0
 
 
 def run_save_baseline(args: argparse.Namespace) -> int:
@@ -46,10 +35,18 @@ def run_save_baseline(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    """`--check FILE`: exit 1 listing every metric worse than its tolerance (or missing), else 0."""
+    """`--check FILE`: exit 1 listing every metric worse than its tolerance (or missing), else 0.
+
+    The baseline's test set must be the run's (exit 2 otherwise) unless
+    `--allow-different-test-set` (read with getattr: an option the parser may not define yet).
+    """
     baseline = load_baseline(args.check)
     run = resolve_run_dir(args)
-    failures = check_run(baseline, run_metrics(run), defaults.option(args, "tolerance"))
+    current = run_metrics(run)
+    check_test_set(baseline, run_test_set(run),
+                   allow_different=bool(getattr(args, "allow_different_test_set", False)),
+                   source=str(args.check), run=str(run.root))
+    failures = check_run(baseline, current, defaults.option(args, "tolerance"))
     total = len(baseline["metrics"])
     if not failures:
         print(f"check passed: {total} metrics of {run.root} within tolerance of {args.check}")

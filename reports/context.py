@@ -19,12 +19,15 @@ from typing import Any
 import pandas as pd
 
 from core.atomic import read_json_object
+from core.facts import REAL_DATASETS, SYNTHETIC
 from core.numbers import as_float
 from core.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 NOT_RECORDED = "not recorded"
+# The preset whose runs only check the pipeline (training.presets: CPU-sized, weights=None).
+SMOKE_PRESET = "smoke"
 
 
 @dataclass
@@ -65,6 +68,22 @@ class RunContext:
     @property
     def preset(self) -> str:
         return _text(self.config.get("preset"))
+
+    @property
+    def untrained_backbones(self) -> bool:
+        """True when run.json records that the backbones started without pretrained weights."""
+        return "weights" in self.config and self.config["weights"] is None
+
+    @property
+    def is_pipeline_check(self) -> bool:
+        """True for a run that checks the pipeline rather than the backbones: generated synthetic
+        images, or the CPU-sized smoke preset (which starts from untrained backbones)."""
+        return self.dataset == SYNTHETIC or self.preset == SMOKE_PRESET
+
+    @property
+    def is_real_data(self) -> bool:
+        """True when run.json records one of the official datasets (ham10000, isic2018)."""
+        return self.dataset in REAL_DATASETS
 
     @property
     def backend(self) -> str:

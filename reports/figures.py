@@ -26,10 +26,14 @@ from core.atomic import atomic_write_bytes  # noqa: E402
 from core.classes import CLASS_DESCRIPTIONS, CLASSES, NUM_CLASSES  # noqa: E402
 from core.metrics import LOWER_IS_BETTER, one_vs_rest_auc, reliability_bins  # noqa: E402
 from core.predictions import Predictions  # noqa: E402
+from core.rundir import entry_file_stem  # noqa: E402
+from reports.entry_groups import KIND_ORDER, kind_title  # noqa: E402
 
 DPI = 110
 FPR_GRID = np.linspace(0.0, 1.0, 201)
 KIND_STYLE = {"backbone": "-", "baseline": ":", "ensemble": "--"}
+KIND_COLORS = {"backbone": "#4c72b0", "baseline": "#8c8c8c", "ensemble": "#55a868"}
+SPARE_COLORS = ("#c44e52", "#8172b3", "#ccb974", "#64b5cd", "#937860", "#da8bc3")
 # history.csv phase names written by the training protocol.
 PHASE_LABELS = {"frozen": "phase 1: frozen base", "finetune": "phase 2: fine-tuning",
                 "scratch": "from scratch"}
@@ -37,9 +41,10 @@ _STYLE = {"axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.
 
 
 def figure_name(kind: str, entry: str) -> str:
-    """The figure file name for `kind` of `entry`, with unsafe characters replaced: roc_x.png."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in entry)
-    return f"{kind}_{safe}.png"
+    """The figure file name for `kind` of `entry`: `<kind>_<stem>.png`, the stem of
+    `core.rundir.entry_file_stem` (distinct entries never share a file: `my model` gives
+    roc_my~20model.png, `my_model` roc_my_model.png)."""
+    return f"{kind}_{entry_file_stem(entry)}.png"
 
 
 def class_label(name: str) -> str:
@@ -101,30 +106,87 @@ def macro_roc(preds: Predictions) -> np.ndarray:
 
 
 def macro_roc_comparison(
-    entries: Sequence[tuple[str, str, Predictions, float]], path: Path, title: str
+    entries: Sequence[tuple[str, str, Predictions, float]], path: Path, title: str,
+    highlight: str | None = None,
 ) -> Path:
-    """Macro-average one-vs-rest ROC curves of all entries in one chart.
+    """Macro-average one-vs-rest ROC curves of the given entries in one chart.
 
     Args:
         entries: (name, kind, test predictions, macro AUC) per entry, best first.
         path: destination PNG.
         title: figure title.
+        highlight: an entry drawn as a thick black line (the reference).
 
     Returns:
         `path`.
     """
-    colors = sns.color_palette("tab20", max(len(entries), 1))
     with plt.rc_context(_STYLE):
         fig, ax = plt.subplots(figsize=(6.8, 5.0))
-        for i, (name, kind, preds, auc) in enumerate(entries):
-            ax.plot(FPR_GRID, macro_roc(preds), color=colors[i], lw=1.5,
-                    ls=KIND_STYLE.get(kind, "-"), label=f"{name} ({kind}): macro AUC {auc:.3f}")
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="chance")
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), title=title,
-               xlabel="False-positive rate (1 - specificity)",
-               ylabel="True-positive rate, macro average over classes")
+        _roc_curves(ax, entries, highlight)
+        ax.set(title=title)
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
         return _save(fig, path)
+
+
+def macro_roc_panels(
+    entries: Sequence[tuple[str, str, Predictions, float]], path: Path, title: str,
+    highlight: str | None = None,
+) -> Path:
+    """Macro-average ROC curves of every entry, one panel per kind (backbones, baselines,
+    ensembles, then any other kind), so that 20+ curves stay legible; the `highlight` entry
+    (the reference) is drawn in every panel for comparison.
+
+    Args:
+        entries: (name, kind, test predictions, macro AUC) per entry, best first.
+        path: destination PNG.
+        title: figure title.
+        highlight: an entry drawn as a thick black line in every panel.
+
+    Returns:
+        `path`.
+    """
+    kinds: dict[str, list[tuple[str, str, Predictions, float]]] = {}
+    for item in entries:
+        kinds.setdefault(item[1], []).append(item)
+    order = [k for k in KIND_ORDER if k in kinds] + [k for k in kinds if k not in KIND_ORDER]
+    reference = next((item for item in entries if item[0] == highlight), None)
+    ncols = min(2, max(len(order), 1))
+    nrows = max(1, math.ceil(len(order) / ncols))
+    with plt.rc_context(_STYLE):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(9.0 * ncols, 5.0 * nrows),
+                                 squeeze=False)
+        for ax, kind in zip(axes.ravel(), order, strict=False):
+            panel = kinds[kind]
+            if reference is not None and reference not in panel:
+                panel = [*panel, reference]
+            _roc_curves(ax, panel, highlight)
+            ax.set(title=f"{kind_title(kind).replace('`', '')} ({len(kinds[kind])})")
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
+        for ax in axes.ravel()[len(order):]:
+            ax.axis("off")
+        fig.suptitle(title)
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
+        return _save(fig, path)
+
+
+def _roc_curves(ax: plt.Axes, entries: Sequence[tuple[str, str, Predictions, float]],
+                highlight: str | None) -> None:
+    """Draw the entries' macro ROC curves and the chance line on `ax` (the legend is the
+    caller's)."""
+    others = [item for item in entries if item[0] != highlight]
+    colors = sns.color_palette("tab20" if len(others) > 10 else "tab10", max(len(others), 1))
+    shade = iter(colors * (len(others) // len(colors) + 1))
+    for name, kind, preds, auc in entries:
+        label = f"{name} ({kind}): macro AUC {auc:.3f}"
+        if name == highlight:
+            ax.plot(FPR_GRID, macro_roc(preds), color="black", lw=2.6, zorder=5,
+                    label=f"{label}, reference")
+        else:
+            ax.plot(FPR_GRID, macro_roc(preds), color=next(shade), lw=1.4,
+                    ls=KIND_STYLE.get(kind, "-."), label=label)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="chance")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False-positive rate (1 - specificity)",
+           ylabel="True-positive rate, macro average over classes")
 
 
 def confusion_matrices(preds: Predictions, title: str, path: Path) -> Path:
@@ -252,27 +314,41 @@ def reliability_grid(
         return _save(fig, path)
 
 
+def kind_palette(kinds: Sequence[str]) -> dict[str, str]:
+    """A colour per kind: fixed ones for backbones, baselines and ensembles, then distinct ones
+    for any other kind, in the order given."""
+    palette = dict(KIND_COLORS)
+    spare = iter(SPARE_COLORS * (len(kinds) // len(SPARE_COLORS) + 1))
+    for kind in kinds:
+        if kind not in palette:
+            palette[kind] = next(spare)
+    return {kind: palette[kind] for kind in dict.fromkeys(kinds)}
+
+
 def ranking_chart(
-    rows: Sequence[Mapping[str, object]], metric: str, path: Path, highlight: str | None = None
+    rows: Sequence[Mapping[str, object]], metric: str, path: Path, highlight: str | None = None,
+    title: str | None = None,
 ) -> Path:
-    """Horizontal ranking of all entries by `metric`, with interval error bars where known.
+    """Horizontal ranking of the given entries by `metric`, with interval error bars where known.
 
     Args:
         rows: dicts with "entry", "kind", "value", "low", "high" (NaN bounds: no bar), best first.
         metric: the metric's name (x label).
         path: destination PNG.
         highlight: an entry to draw in bold (the reference backbone).
+        title: the figure title (default "Ranking by <metric>").
 
     Returns:
         `path`.
     """
-    palette = {"backbone": "#4c72b0", "baseline": "#8c8c8c", "ensemble": "#55a868"}
     rows = list(rows)[::-1]  # best at the top
+    palette = kind_palette([k for k in KIND_ORDER if any(str(r["kind"]) == k for r in rows)]
+                           + [str(r["kind"]) for r in rows[::-1]])
     with plt.rc_context(_STYLE):
         fig, ax = plt.subplots(figsize=(7.0, 0.42 * len(rows) + 1.4))
         for i, row in enumerate(rows):
             value, low, high = (float(row[k]) for k in ("value", "low", "high"))
-            color = palette.get(str(row["kind"]), "#c44e52")
+            color = palette[str(row["kind"])]
             ax.barh(i, value, color=color, alpha=0.85, height=0.6)
             if not (math.isnan(low) or math.isnan(high)):
                 ax.errorbar(value, i, xerr=[[max(value - low, 0.0)], [max(high - value, 0.0)]], fmt="none",
@@ -283,7 +359,7 @@ def ranking_chart(
                 label.set_fontweight("bold")
         has_bars = any(not math.isnan(float(r["low"])) for r in rows)
         ax.set(xlabel=f"{metric} (test{'; bars: 95 % lesion-bootstrap interval' if has_bars else ''})",
-               title=f"Ranking by {metric}")
+               title=title or f"Ranking by {metric}")
         handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in palette.values()]
         ax.legend(handles, list(palette), loc="upper left", bbox_to_anchor=(1.02, 1.0),
                   frameon=False, title="kind")

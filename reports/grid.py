@@ -15,8 +15,11 @@ Files written at the grid root (each replicate keeps its own metrics.json and re
   reports.figures.jobs_chart).
 - report.md: see reports.grid_markdown.
 
-Before anything is written, every ensemble name must have one variant (members and fit source)
-in all replicates (reports.grid_consistency). No TensorFlow/Keras. Per-replicate metrics.json
+Before anything is written (`check_grid_report`): every ensemble name must have one variant
+(members and fit source) in all replicates (reports.grid_consistency); every replicate's
+prediction files are read and checked (reports.integrity: no stale ensemble, no leaked lesion,
+one test set per replicate); the reference must have a test job; every folder written must be
+writable. No TensorFlow/Keras. Per-replicate metrics.json
 files are recomputed only when stale, with few bootstrap resamples (`REPLICATE_RESAMPLES`): the
 grid report uses point estimates per job.
 """
@@ -26,14 +29,16 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from core.atomic import atomic_write_csv, atomic_write_text
 from core.defaults import BOOTSTRAP, RANK_BY, REFERENCE, SEED
-from core.entry_metrics import entry_metrics_current, entry_metrics_match
+from core.entry_metrics import FAILED_STATUSES, entry_metrics_current, entry_metrics_match
 from core.errors import RunDirError
+from core.filesystem import check_writable_dir
 from core.metrics import SUMMARY_METRICS
 from core.predictions import Predictions, read_predictions
 from core.rundir import SPLITS, RunDir
@@ -46,6 +51,7 @@ from reports.aggregate import (
     jobs_frame,
     rank_aggregate,
 )
+from reports.cleanup import remove_stale_files
 from reports.context import read_context
 from reports.grid_consistency import check_ensemble_consistency
 from reports.grid_layout import GridLayout, grid_layout
@@ -57,6 +63,7 @@ from reports.grid_stats import (
     grid_comparisons,
     read_design,
 )
+from reports.integrity import check_entries
 from reports.options import ReportError, check_rank_by
 from reports.results import Entry, discover_entries, write_results_csv
 
@@ -260,6 +267,47 @@ def _test_predictions(replicate: RunDir, name: str) -> Path | None:
 # the report
 
 
+def check_grid_report(
+    run: RunDir, rank_by: str = RANK_BY, reference: str = REFERENCE,
+    replaced: Mapping[str, Collection[str]] | None = None, figures: bool = True,
+) -> None:
+    """Every check of `build_grid_report` before it writes, without writing anything.
+
+    Args:
+        run: the grid root.
+        rank_by: the ranking metric.
+        reference: the entry every other is compared with.
+        replaced: replicate folder name -> ensembles the caller rewrites first (refit): not
+            checked for staleness.
+        figures: whether figures/ will be written.
+
+    Raises:
+        See `build_grid_report`.
+    """
+    check_rank_by(rank_by)
+    layout = grid_layout(run)
+    check_ensemble_consistency(run, layout.found)
+    replaced = replaced or {}
+    tested: set[str] = set()
+    for _, _, replicate in layout.found:
+        entries = [e for e in discover_entries(replicate)
+                   if e.has_split("test") or e.has_split("val")]
+        check_entries(replicate, entries, replaced.get(replicate.root.name, ()))
+        tested.update(e.name for e in entries
+                      if e.has_split("test") and e.metrics.get("status") not in FAILED_STATUSES)
+        check_writable_dir(replicate.root, "replicate folder")
+        for entry in entries:
+            check_writable_dir(entry.directory, f"the folder of entry {entry.name}")
+    if reference != REFERENCE and reference not in tested:
+        # the default may be absent (e.g. --models without it): then there is no comparison
+        raise ReportError(
+            f"--reference {reference!r} has no finished job with test predictions in "
+            f"{run.replicates_dir}; choose one of: {', '.join(sorted(tested)) or 'none'}")
+    check_writable_dir(run.root, "run directory")
+    if figures:
+        check_writable_dir(run.figures_dir, "the figures folder")
+
+
 def build_grid_report(
     run_dir: str | os.PathLike,
     rank_by: str = RANK_BY,
@@ -290,10 +338,12 @@ def build_grid_report(
             (nothing is written then).
         RunDirError: no replicate, or no result in any replicate.
         PredictionFileError: a prediction file breaks the contract.
+        IntegrityError: a stale ensemble, leaked lesions, or entries of one replicate on
+            different test sets (nothing is written then).
+        FileSystemError: a folder of the grid cannot be written.
     """
-    check_rank_by(rank_by)
     run = RunDir(run_dir)
-    check_ensemble_consistency(run, grid_layout(run).found)
+    check_grid_report(run, rank_by, reference, figures=figures)
     layout, jobs = collect_jobs(run, rank_by, n_resamples, seed)
     tested = set(jobs.loc[(jobs["split"] == "test") & (jobs["status"] == OK), "entry"])
     if reference != REFERENCE and reference not in tested:
@@ -327,6 +377,7 @@ def build_grid_report(
             path = run.figures_dir / figure_name("jobs", rank_by)
             finished = jobs[(jobs["split"] == "test") & (jobs["status"] == OK)]
             report.figure = jobs_chart(finished, order, rank_by, path, highlight=reference)
+        remove_stale_files(run.figures_dir, "*.png", [report.figure] if report.figure else [])
     atomic_write_text(run.report_md, render_grid_report(report))
     log.info("grid report written to %s", run.report_md)
     return run.report_md

@@ -1,8 +1,9 @@
 """One ensemble name, one variant: a grid aggregates an ensemble only when every replicate built
 it from the same members and fit it on the same source.
 
-An ensemble's variant is what its fit.json records (ensembles.fitfile): `members` and
-`fit_split` ("val": the validation split, "oof": out-of-fold predictions, "none": nothing fit).
+An ensemble's variant is what its fit.json records (ensembles.fitfile): `members`,
+`fit_split` ("val": the validation split, "oof": out-of-fold predictions, "none": nothing fit)
+and whether the members were temperature-scaled (`calibrated`, `--ensemble --calibrated`).
 Replicates can disagree when one was not retrained and kept ensembles fit on validation while
 the others now have out-of-fold predictions, or when a backbone failed in one replicate. Their
 mean over jobs would then mix two different models under one name, so the grid report refuses.
@@ -21,6 +22,7 @@ from core.entry_metrics import FIT_FILE, METRICS_FILE
 from core.errors import RunDirError
 from core.rundir import RunDir
 
+# (sorted members, fit source; " (temperature-scaled members)" appended when calibrated)
 Variant = tuple[tuple[str, ...], str]
 
 
@@ -29,7 +31,8 @@ class MixedEnsembleError(RunDirError):
 
 
 def ensemble_variant(entry_dir: Path) -> Variant | None:
-    """(sorted members, fit_split) of an ensemble folder, from fit.json else metrics.json.
+    """(sorted members, fit source) of an ensemble folder, from fit.json else metrics.json; the
+    fit source names the temperature-scaled members of a calibrated ensemble.
 
     Args:
         entry_dir: a replicate's ensembles/<name>.
@@ -41,7 +44,10 @@ def ensemble_variant(entry_dir: Path) -> Variant | None:
         record = read_json_object(Path(entry_dir) / name, "its ensemble variant is not checked")
         members = record.get("members")
         if isinstance(members, list) and members:
-            return tuple(sorted(str(m) for m in members)), str(record.get("fit_split", "none"))
+            split = str(record.get("fit_split", "none"))
+            if record.get("calibrated") is True:
+                split += " (temperature-scaled members)"
+            return tuple(sorted(str(m) for m in members)), split
     return None
 
 

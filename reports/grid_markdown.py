@@ -123,7 +123,7 @@ def _test_jobs(report: GridReport) -> pd.DataFrame:
 
 
 def _title(report: GridReport) -> str:
-    lines = title_lines("dermbench grid report", report.run.root)
+    lines = title_lines("dermbench grid report", report.run.root, report.context)
     if report.context.is_leaky:
         lines += ["", "> [!WARNING]",
                   "> **Image-level split: these numbers are inflated by lesion leakage.** Use the "
@@ -368,9 +368,10 @@ def _plain_reading(report: GridReport) -> str:
     rank = ranked.loc[ranked["entry"] == report.reference, "rank"]
     n_ranked = int(ranked["rank"].notna().sum())
     if len(rank) and not math.isnan(rank.iloc[0]):
-        where = f"{label} ranks {int(rank.iloc[0])} of {n_ranked} by mean `{rank_by}`"
+        where = (f"In this grid, {label} ranks {int(rank.iloc[0])} of {n_ranked} by mean "
+                 f"`{rank_by}`")
     else:
-        where = f"{label} has no finished job with test results"
+        where = f"In this grid, {label} has no finished job with test results"
     rows = report.comparisons
     rows = rows[rows["metric"] == rank_by] if rows is not None else pd.DataFrame()
     tested = rows[rows["p_holm"].notna()] if len(rows) else rows

@@ -2,34 +2,36 @@
 
 Pure text generation from `ReportData`; reading files and computing happen in reports.single.
 Links are relative to the run directory, so the report renders on GitHub and on disk. The parts
-the grid report shares (title, provenance, reproducibility, licence) are in reports.sections.
+the grid report shares (title, provenance, reproducibility, licence) are in reports.sections; the
+ranking (grouped by kind and family) in reports.markdown_ranking, the figures section in
+reports.markdown_figures, `ReportData` and `Figures` in reports.report_data (re-exported here).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import defaults
 from core.classes import CLASS_DESCRIPTIONS, CLASSES
-from core.facts import DATASET_FACTS
-from core.metrics import LOWER_IS_BETTER
+from core.facts import DATASET_FACTS, REAL_DATASETS
 from core.numbers import as_float
-from core.rundir import RunDir
-from reports.comparisons import ComparisonRow
-from reports.context import RunContext
-from reports.formatting import fmt, fmt_ci, fmt_count, one_line, table
+from reports.context import NOT_RECORDED
+from reports.entry_groups import kind_counts
+from reports.failures_section import failures_section
+from reports.formatting import fmt, fmt_ci, fmt_count, table
+from reports.markdown_figures import figures_section
+from reports.markdown_ranking import ranking_section
 from reports.markdown_stats import (
     calibration_section,
     melanoma_section,
     method_notes,
-    no_probability_notes,
     reference_section,
 )
 from reports.references import REFERENCES, SOURCE_PAPER_ENTRY
+from reports.report_data import Figures as Figures  # re-exported: reports.single builds it
+from reports.report_data import ReportData
 from reports.results import Entry
 from reports.sections import (
     dataset_rows,
@@ -40,53 +42,7 @@ from reports.sections import (
     reproducibility_section,
     title_lines,
 )
-
-
-@dataclass
-class Figures:
-    """Paths of the generated figures (absolute; rendered relative to the run directory)."""
-
-    ranking: Path | None = None
-    macro_roc: Path | None = None
-    reliability: Path | None = None
-    roc: dict[str, Path] = field(default_factory=dict)
-    confusion: dict[str, Path] = field(default_factory=dict)
-    history: dict[str, Path] = field(default_factory=dict)
-
-
-@dataclass
-class ReportData:
-    """Everything report.md shows.
-
-    Attributes:
-        run: the run directory.
-        context: run.json / dataset.json facts.
-        ranked: entries with test metrics, best first by `rank_by`.
-        failed: entries without test metrics (failed, NaN or never predicted).
-        rank_by: the ranking metric.
-        comparisons: the comparisons.csv rows (reference vs each other entry, per metric);
-            None when the reference has no test predictions.
-        figures: generated figures (None: figure drawing was switched off).
-        fits: ensemble name -> its fit.json ({} when absent).
-        isic_exports: entry name -> exported ISIC 2018 scorer file.
-        n_resamples, seed: bootstrap settings.
-        reference: the entry every other is compared with.
-        comparisons_csv: the written comparisons.csv (None: not written).
-    """
-
-    run: RunDir
-    context: RunContext
-    ranked: list[Entry]
-    failed: list[Entry]
-    rank_by: str
-    comparisons: list[ComparisonRow] | None
-    figures: Figures | None
-    fits: dict[str, dict[str, Any]]
-    isic_exports: dict[str, Path]
-    n_resamples: int
-    seed: int
-    reference: str = defaults.REFERENCE
-    comparisons_csv: Path | None = None
+from reports.tta_section import tta_section
 
 
 def render_report(data: ReportData) -> str:
@@ -101,16 +57,18 @@ def render_report(data: ReportData) -> str:
     sections = [
         _title(data),
         _header(data),
-        _ranking(data),
+        ranking_section(data),
         _reference_vs_rest(data),
         _per_class(data),
+        tta_section(data),
         calibration_section(data.ranked) if data.ranked else "",
         melanoma_section(data.ranked) if data.ranked else "",
         _ensembles(data),
         _baselines(data),
         _cost(data),
         _context(data),
-        _figures(data),
+        failures_section(data),
+        figures_section(data),
         method_notes(data.ranked, data.reference, data.n_resamples),
         _reproducibility(data),
     ]
@@ -144,8 +102,8 @@ def _by_name(data: ReportData) -> dict[str, Entry]:
 
 
 def _title(data: ReportData) -> str:
-    lines = title_lines("dermbench report", data.run.root)
     ctx = data.context
+    lines = title_lines("dermbench report", data.run.root, ctx)
     if ctx.is_leaky:
         leaked = ctx.leaked_test_images
         share = ctx.leaked_share
@@ -178,53 +136,10 @@ def _header(data: ReportData) -> str:
         ("Bootstrap", f"{data.n_resamples} lesion resamples, seed {data.seed}, "
                       "95 % percentile intervals"),
         ("Entries", f"{len(data.ranked)} with test predictions"
+                    + (f" ({kind_counts(data.ranked)})" if data.ranked else "")
                     + (f", {len(data.failed)} without" if data.failed else "")),
     ]
     return "## 1. Run\n\n" + table(rows, ["", ""])
-
-
-def _ranking(data: ReportData) -> str:
-    direction = "lower is better" if data.rank_by in LOWER_IS_BETTER else "higher is better"
-    out = [f"## 2. Ranking by `{data.rank_by}` ({direction}, test split)"]
-    if not data.ranked:
-        return out[0] + "\n\nNo entry has test predictions in this run directory."
-    standard = ("balanced_accuracy", "accuracy", "macro_f1", "weighted_precision",
-                "weighted_recall", "weighted_f1", "macro_auc", "mel_sens_at_spec80",
-                "mel_sens_at_spec90")
-    extra = [] if data.rank_by in standard else [data.rank_by]
-    headers = ["Rank", "Entry", "Kind", *extra, "Balanced accuracy [95 % CI]", "Accuracy [95 % CI]",
-               "Macro F1", "Weighted P", "Weighted R", "Weighted F1", "Macro AUC [95 % CI]",
-               "Mel sens. @ 80 % spec.", "Mel sens. @ 90 % spec."]
-    rows = []
-    for rank, entry in enumerate(data.ranked, 1):
-        m = _test(entry)
-        name = f"**{entry.name}**" if entry.name == data.reference else entry.name
-        rows.append([rank, name, entry.kind, *(fmt_ci(m, e) for e in extra),
-                     fmt_ci(m, "balanced_accuracy"), fmt_ci(m, "accuracy"), fmt(m.get("macro_f1")),
-                     fmt(m.get("weighted_precision")), fmt(m.get("weighted_recall")),
-                     fmt(m.get("weighted_f1")), fmt_ci(m, "macro_auc"),
-                     fmt(m.get("mel_sens_at_spec80")), fmt(m.get("mel_sens_at_spec90"))])
-    out.append(table(rows, headers))
-    out.append(
-        "Intervals: 95 % percentile intervals from a bootstrap that resamples lesions (all images "
-        "of a drawn lesion stay together). Weighted recall equals accuracy by definition on a "
-        "single-label test set. Melanoma sensitivity at a fixed specificity is read off the "
-        "melanoma-vs-rest ROC curve."
-    )
-    notes = no_probability_notes(data.ranked)
-    if notes:
-        out.append(notes)
-    if data.failed:
-        lines = ["Entries without test results (not ranked):", ""]
-        for entry in data.failed:
-            error = entry.metrics.get("error")
-            if entry.status == "ok":
-                lines.append(f"- `{entry.name}`: no predictions_test.csv")
-                continue
-            lines.append(f"- `{entry.name}`: status {entry.status}"
-                         + (f" ({one_line(str(error))})" if error else ""))
-        out.append("\n".join(lines))
-    return "\n\n".join(out)
 
 
 def _reference_vs_rest(data: ReportData) -> str:
@@ -390,6 +305,15 @@ def _duration(value: Any) -> str:
 
 def _context(data: ReportData) -> str:
     head = "## 6. Context: published numbers"
+    ctx = data.context
+    if ctx.is_pipeline_check:
+        return (f"{head}\n\nNot shown: this run checks the pipeline (see the note at the top), "
+                "so its numbers beside published results would read as a comparison they are "
+                "not.")
+    if not ctx.is_real_data:
+        return (f"{head}\n\nNot shown: published numbers are set beside runs on the official "
+                f"datasets ({', '.join(REAL_DATASETS)}) only, and this run's dataset is "
+                f"{'not recorded' if ctx.dataset == NOT_RECORDED else f'`{ctx.dataset}`'}.")
     by_name = _by_name(data)
     reference = by_name.get(SOURCE_PAPER_ENTRY)
     best = data.ranked[0] if data.ranked else None
@@ -423,42 +347,6 @@ def _context(data: ReportData) -> str:
                  f"weighted recall {fmt(m.get('weighted_recall'), 4)}: equal, as they must be.")
     return "\n\n".join(x for x in [head, note, table(rows, headers),
                                    "Facts about the data:", facts, check] if x)
-
-
-def _figures(data: ReportData) -> str:
-    out = ["## 7. Figures"]
-    f = data.figures
-    if f is None:
-        return out[0] + "\n\nFigures were not drawn for this report (figure drawing switched off)."
-    for path, title in ((f.ranking, "Ranking with 95 % intervals"),
-                        (f.macro_roc, "Macro-average ROC curves of all entries (test)"),
-                        (f.reliability, "Reliability diagrams (test, 15 confidence bins, "
-                                        "probabilities mapped to the training class frequencies)")):
-        if path is not None:
-            out.append(f"### {title}\n\n{image(data, path, title)}")
-    if data.ranked:
-        first = data.ranked[0].name
-        focus = data.reference if data.reference in f.roc else first
-        parts = ["### Per entry: ROC curves and confusion matrices (test)"]
-        if focus in f.roc:
-            parts.append(image(data, f.roc[focus], f"ROC curves of {focus}"))
-        if focus in f.confusion:
-            parts.append(image(data, f.confusion[focus], f"Confusion matrices of {focus}"))
-        rows = [[e.name,
-                 link(data, f.roc[e.name], "ROC curves") if e.name in f.roc
-                 else "n/a (no probabilities)" if e.metrics.get("probabilities") is False
-                 else "n/a",
-                 link(data, f.confusion[e.name], "confusion matrices")
-                 if e.name in f.confusion else "n/a"] for e in data.ranked]
-        parts.append(table(rows, ["Entry", "One-vs-rest ROC", "Confusion (counts, row-normalised)"]))
-        out.append("\n\n".join(parts))
-    out.append("### Training curves")
-    if f.history:
-        for name, path in f.history.items():
-            out.append(image(data, path, f"Training curves of {name}"))
-    else:
-        out.append("No training history in this run directory (no models/*/history.csv).")
-    return "\n\n".join(out)
 
 
 def _reproducibility(data: ReportData) -> str:

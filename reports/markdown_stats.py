@@ -1,6 +1,8 @@
 """The statistical parts of report.md: the reference against the rest (built from the same rows
-as comparisons.csv), calibration, the melanoma operating point chosen on validation, and the
-method notes. Pure text generation."""
+as comparisons.csv), calibration (before and after temperature scaling), the melanoma operating
+point chosen on validation, and the method notes. Text generation from the entries' metrics.json;
+the calibration section only looks up whether the diagram after scaling was drawn
+(reports.calibration_figures)."""
 
 from __future__ import annotations
 
@@ -12,14 +14,26 @@ from core.calibration import CONVENTION, SOURCE_NONE, CalibrationPrior
 from core.defaults import ALPHA
 from core.metrics import LOWER_IS_BETTER
 from core.numbers import as_float
+from core.temperature import TEMPERATURE_KEY
+from reports.calibration_figures import current_scaled_reliability
 from reports.comparisons import DEFAULT_METRICS, TEST_NAME, ComparisonRow
 from reports.formatting import fmt, fmt_p, table
 from reports.results import Entry
-from reports.sections import reference_short, reference_title
+from reports.sections import md_image, reference_short, reference_title
 
 METRIC_TITLES = {"balanced_accuracy": "balanced accuracy", "accuracy": "accuracy",
                  "macro_auc": "macro AUC"}
 NO_PROBABILITIES = "no probabilities"
+TEMPERATURE_NOTE = (
+    "**Temperature scaling.** Each entry with probabilities also gets one temperature T, fitted "
+    "on its validation predictions by minimising their log loss (after the same prior shift): "
+    "p → softmax(log(p)/T); T > 1 softens over-confident probabilities, T < 1 sharpens "
+    "under-confident ones, and no T changes a predicted class. T stays 1 unless it lowers the "
+    "validation log loss, so scaling never raises it; the test split is only scored. T is "
+    "searched in [0.05, 20]; a T at an end of that range means the validation log loss is nearly "
+    "flat in T (probabilities close to uniform). Cells read unscaled → scaled; every other "
+    "metric of this report uses the unscaled probabilities."
+)
 
 
 def verdict_metric(rows: Sequence[ComparisonRow], rank_by: str) -> str:
@@ -82,7 +96,8 @@ def reference_section(
     worse = [r.other for r in main if r.significant and not r.reference_better]
     same = [r.other for r in main if not r.significant and not math.isnan(r.p_value)]
     untested = [f"`{r.other}` ({r.note})" for r in main if math.isnan(r.p_value)]
-    verdict = [f"**Verdict.** {title} ranks **{rank} of {len(names)}** by `{rank_by}`"
+    verdict = [f"**Verdict.** In this run, {title} ranks **{rank} of {len(names)}** by "
+               f"`{rank_by}`"
                + (" (first)." if rank == 1 else f"; `{names[0]}` ranks first.")]
     if metric != rank_by:
         verdict.append(f"`{rank_by}` has no paired lesion-bootstrap test, so the verdict is on "
@@ -144,17 +159,56 @@ def prior_sentence(ranked: Sequence[Entry]) -> str:
     return f"π from {origin.get(source, source)}{smoothing}: {values}."
 
 
+def _before_after(before: Any, after: Any) -> str:
+    """'0.812 → 0.754', or the value before alone when there is no value after."""
+    if math.isnan(as_float(after)):
+        return fmt(before)
+    return f"{fmt(before)} → {fmt(after)}"
+
+
+def _temperature_row(entry: Entry) -> list[str]:
+    """Entry, T, validation log loss, then test log loss, Brier score and ECE before → after."""
+    m = entry.split_metrics("test")
+    record = entry.metrics.get(TEMPERATURE_KEY)
+    if entry.metrics.get("probabilities") is False:
+        return [entry.name, f"n/a ({NO_PROBABILITIES})", "n/a", "n/a", "n/a", "n/a"]
+    if not isinstance(record, dict) or math.isnan(as_float(record.get("value"))):
+        return [entry.name, "n/a (no validation predictions)", "n/a", fmt(m.get("log_loss")),
+                fmt(m.get("brier")), fmt(m.get("ece"))]
+    after = record.get("test_after") if isinstance(record.get("test_after"), dict) else {}
+    bound = " (at the search bound)" if record.get("at_bound") is True else ""
+    return [entry.name, fmt(record.get("value")) + bound,
+            _before_after(record.get("val_log_loss_before"), record.get("val_log_loss_after")),
+            *(_before_after(m.get(k), after.get(k)) for k in ("log_loss", "brier", "ece"))]
+
+
+def calibrated_ensembles_sentence(ranked: Sequence[Entry]) -> str:
+    """Which ensembles were built from temperature-scaled members (--calibrated), "" if none."""
+    names = [e.name for e in ranked if e.metrics.get("calibrated") is True and e.kind == "ensemble"]
+    if not names:
+        return ""
+    return (f"Built from temperature-scaled members (`--calibrated`; each member's T fitted on "
+            f"its validation predictions, recorded in fit.json): {_names(names)}.")
+
+
 def calibration_section(ranked: Sequence[Entry]) -> str:
-    """Calibration metrics of every entry on the test split, after the prior-shift correction."""
-    out = ["### Calibration (test split)", CONVENTION + " " + prior_sentence(ranked)]
-    rows = []
-    for entry in ranked:
-        m = entry.split_metrics("test")
-        rows.append([entry.name, fmt(m.get("log_loss")), fmt(m.get("brier")), fmt(m.get("ece"))])
-    out.append(table(rows, ["Entry", "Log loss", "Brier score", "ECE (15 bins)"]))
-    notes = no_probability_notes(ranked)
-    if notes:
-        out.append(notes)
+    """Calibration of every entry on the test split, after the prior-shift correction: log loss,
+    Brier score and ECE before and after temperature scaling (T fitted on validation), and the
+    reliability diagrams after scaling when they were drawn (reports.calibration_figures)."""
+    out = ["### Calibration (test split)", CONVENTION + " " + prior_sentence(ranked),
+           TEMPERATURE_NOTE]
+    out.append(table((_temperature_row(e) for e in ranked),
+                     ["Entry", "T (fit on validation)", "Validation log loss", "Log loss",
+                      "Brier score", "ECE (15 bins)"]))
+    for extra in (calibrated_ensembles_sentence(ranked), no_probability_notes(ranked)):
+        if extra:
+            out.append(extra)
+    figure = current_scaled_reliability(ranked)
+    if figure is not None:
+        title = ("Reliability diagrams after temperature scaling (test, 15 confidence bins, "
+                 "probabilities mapped to the training class frequencies; the diagrams "
+                 "before scaling are with the other figures)")
+        out.append(f"**{title}**\n\n{md_image(figure.parent.parent, figure, title)}")
     return "\n\n".join(out)
 
 

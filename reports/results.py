@@ -20,7 +20,7 @@ from core.errors import RunDirError
 from core.metrics import CI_METRICS, metric_names
 from core.numbers import as_float, as_interval
 from core.predictions import Predictions, read_predictions
-from core.rundir import SPLITS, RunDir
+from core.rundir import SPLITS, RunDir, entry_folders
 
 IDENTITY_COLUMNS = ("entry", "kind", "split", "status", "fingerprint")
 # Entry-level facts recorded by the trainer, repeated on each of the entry's rows.
@@ -113,9 +113,7 @@ def discover_entries(run: RunDir) -> list[Entry]:
     """
     entries: list[Entry] = []
     for folder in (run.models_dir, run.ensembles_dir):
-        if not folder.is_dir():
-            continue
-        for path in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for path in entry_folders(folder):
             has_files = (path / METRICS_FILE).is_file() or any(
                 RunDir.predictions_file(path, s).is_file() for s in SPLITS
             )

@@ -1,7 +1,10 @@
 """Markdown that both reports share (the single run's reports.markdown and the grid's
-reports.grid_markdown): links relative to the run directory, the title, the rows on the data and
-the provenance of the run, the reference entry's name, and the closing reproducibility and
-licence sections. Pure text generation."""
+reports.grid_markdown): links relative to the run directory, the title with the pipeline-check box
+of a smoke or synthetic run, the rows on the data and the provenance of the run, the reference
+entry's name, and the closing reproducibility and licence sections. Pure text generation.
+
+`pipeline_check_note` is also the note at the top of `--all`'s console summary
+(pipeline.all_action), so the two say the same."""
 
 from __future__ import annotations
 
@@ -10,8 +13,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from core import defaults
-from core.facts import DISCLAIMER, LICENCE, citations
-from reports.context import NOT_RECORDED, RunContext
+from core.facts import DISCLAIMER, LICENCE, SYNTHETIC, citations
+from reports.context import NOT_RECORDED, SMOKE_PRESET, RunContext
 
 # How the report names the default reference entry (core.defaults.REFERENCE).
 REFERENCE_TITLE = "InceptionResNetV2"
@@ -35,9 +38,38 @@ def md_image(root: Path, path: Path, alt: str) -> str:
     return f"![{alt}]({quote(rel_path(root, path))})"
 
 
-def title_lines(heading: str, root: Path) -> list[str]:
-    """The report's first lines: `# <heading>: `<run folder>``, then the disclaimer."""
-    return [f"# {heading}: `{root.name}`", "", f"> **{DISCLAIMER}**"]
+def title_lines(heading: str, root: Path, ctx: RunContext | None = None) -> list[str]:
+    """The report's first lines: `# <heading>: `<run folder>``, the pipeline-check box of a smoke
+    or synthetic run (`pipeline_check_note`, a GitHub warning admonition), then the disclaimer."""
+    lines = [f"# {heading}: `{root.name}`", ""]
+    note = pipeline_check_note(ctx) if ctx is not None else None
+    if note:
+        lines += ["> [!WARNING]", f"> **A pipeline check, not a benchmark.** {note}", ""]
+    return [*lines, f"> **{DISCLAIMER}**"]
+
+
+def pipeline_check_note(ctx: RunContext) -> str | None:
+    """One sentence saying that a smoke or synthetic run checks the pipeline and that its numbers
+    say nothing about the backbones (`RunContext.is_pipeline_check`); None for any other run.
+
+    Args:
+        ctx: the run's run.json facts.
+
+    Returns:
+        The sentence, naming why (generated images, the smoke preset, untrained backbones), or
+        None.
+    """
+    if not ctx.is_pipeline_check:
+        return None
+    why = []
+    if ctx.dataset == SYNTHETIC:
+        why.append("generated synthetic images")
+    if ctx.preset == SMOKE_PRESET:
+        why.append("the CPU-sized smoke preset")
+    if ctx.untrained_backbones:
+        why.append("backbones without pretrained weights")
+    return (f"This run checks that the pipeline works ({', '.join(why)}); its numbers say "
+            "nothing about how good the backbones are.")
 
 
 def reference_title(reference: str) -> str:

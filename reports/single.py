@@ -7,21 +7,24 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Collection
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from core.atomic import atomic_write_text, read_json_object
+from core.atomic import atomic_write_json_if_changed, atomic_write_text, read_json_object
 from core.calibration import CalibrationPrior
 from core.defaults import BOOTSTRAP, RANK_BY, REFERENCE, SEED
-from core.entry_metrics import FIT_FILE
+from core.entry_metrics import FIT_FILE, METRICS_FILE, entry_metrics_record
 from core.errors import RunDirError
 from core.metrics import LOWER_IS_BETTER, calibration_probabilities
 from core.numbers import as_float, as_interval
 from core.predictions import Predictions, export_isic
 from core.rundir import RunDir
+from reports.calibration_figures import scaled_reliability_job, scaled_reliability_path
+from reports.cleanup import remove_stale_files
 from reports.comparisons import (
     ComparisonRow,
     Contender,
@@ -30,13 +33,14 @@ from reports.comparisons import (
     write_comparisons_csv,
 )
 from reports.context import read_context
+from reports.entry_groups import figure_entries
+from reports.integrity import check_entries, check_writable_outputs
 from reports.markdown import Figures, ReportData, render_report
 from reports.options import ReportError, check_rank_by
 from reports.results import Entry, discover_entries, write_results_csv
 
 log = logging.getLogger(__name__)
 
-ISIC_EXPORT_DIR = "isic_export"
 HISTORY_FILE = "history.csv"
 
 
@@ -81,6 +85,10 @@ def build_single_report(
     """Regenerate metrics.json of every entry, results.csv, comparisons.csv, ISIC exports, figures
     and report.md of a single run directory.
 
+    Every input is read and checked, and every metric computed, before the first file is
+    written (`check_single_report`), so a refusal leaves the run directory as it was. Figures
+    and ISIC exports of entries no longer in the run are removed.
+
     Args:
         run_dir: the run directory (needs at least one models/*/ or ensembles/*/ prediction file).
         rank_by: metric that orders the ranking.
@@ -100,33 +108,31 @@ def build_single_report(
             predictions.
         RunDirError: the directory is missing or holds no prediction file.
         PredictionFileError: a prediction file breaks the contract.
+        IntegrityError: a stale ensemble, leaked lesions, entries on different test sets
+            (reports.integrity).
+        FileSystemError: a folder of the run cannot be written.
     """
-    check_rank_by(rank_by)
     run = RunDir(run_dir)
-    if not run.root.is_dir():
-        raise RunDirError(f"{run.root}: no such run directory; pass the --out of a finished run")
-    entries = discover_entries(run)
-    with_predictions = [e for e in entries if e.has_split("test") or e.has_split("val")]
-    if not with_predictions:
-        raise RunDirError(
-            f"{run.root}: no prediction files (expected models/<name>/predictions_test.csv or "
-            "ensembles/<name>/predictions_test.csv); train with --all or copy a finished run here"
-        )
+    entries, with_predictions = check_single_report(run, rank_by, reference, figures=figures)
     reference = reference or REFERENCE
-    if reference != REFERENCE:  # the default may be absent (e.g. --models without it)
-        check_reference(reference, entries, run)
+    records = {e.name: entry_metrics_record(e.directory, {"kind": e.kind}, n_resamples, seed)
+               for e in with_predictions}
     for entry in with_predictions:
-        entry.refresh_metrics(n_resamples, seed)
-    write_results_csv(run)
-
+        entry.metrics = records[entry.name]
     tested = [e for e in entries if e.has_split("test")]
     ranked = rank_entries(tested, rank_by)
     failed = [e for e in entries if not e.has_split("test")]
-    isic = _export_isic(run, ranked)
     comparisons = run_comparisons(ranked, reference, rank_by, n_resamples, seed)
+
+    for entry in with_predictions:  # every check passed: write
+        atomic_write_json_if_changed(entry.directory / METRICS_FILE, records[entry.name])
+    write_results_csv(run)
+    isic = _export_isic(run, ranked)
     comparisons_csv = write_comparisons_csv(run.comparisons_csv, comparisons or [])
     drawn = (make_figures(run, ranked, rank_by, processes=processes, reference=reference)
              if figures else None)
+    if drawn is not None:
+        remove_stale_files(run.figures_dir, "*.png", _figure_paths(drawn))
     data = ReportData(
         run=run, context=read_context(run), ranked=ranked, failed=failed, rank_by=rank_by,
         comparisons=comparisons, figures=drawn, fits=_fits(ranked), isic_exports=isic,
@@ -137,12 +143,60 @@ def build_single_report(
     return run.report_md
 
 
+def check_single_report(
+    run: RunDir, rank_by: str = RANK_BY, reference: str | None = None,
+    replaced: Collection[str] = (), figures: bool = True,
+) -> tuple[list[Entry], list[Entry]]:
+    """Every check of `build_single_report` before it writes, without writing anything.
+
+    Args:
+        run: the run directory.
+        rank_by: the ranking metric.
+        reference: the --reference (None: the default).
+        replaced: ensembles the caller rewrites first (pipeline.report_action refits stale
+            ones): not checked for staleness.
+        figures: whether figures/ will be written.
+
+    Returns:
+        (every entry, the entries with prediction files), prediction files read and checked.
+
+    Raises:
+        See `build_single_report`.
+    """
+    check_rank_by(rank_by)
+    if not run.root.is_dir():
+        raise RunDirError(f"{run.root}: no such run directory; pass the --out of a finished run")
+    entries = discover_entries(run)
+    with_predictions = [e for e in entries if e.has_split("test") or e.has_split("val")]
+    if not with_predictions:
+        raise RunDirError(
+            f"{run.root}: no prediction files (expected models/<name>/predictions_test.csv or "
+            "ensembles/<name>/predictions_test.csv); train with --all or copy a finished run here"
+        )
+    if (reference or REFERENCE) != REFERENCE:  # the default may be absent (--models without it)
+        check_reference(reference, entries, run)
+    check_entries(run, with_predictions, replaced)
+    check_writable_outputs(run, with_predictions, figures)
+    return entries, with_predictions
+
+
+def _figure_paths(figures: Figures) -> list[Path]:
+    single = [figures.ranking, figures.macro_roc, figures.reliability, figures.ranking_all,
+              figures.macro_roc_all]
+    if figures.reliability is not None:  # the diagram after temperature scaling goes with it
+        single.append(scaled_reliability_path(figures.reliability.parent))
+    per_entry = [*figures.roc.values(), *figures.confusion.values(), *figures.history.values()]
+    return [p for p in (*single, *per_entry) if p is not None]
+
+
 def _export_isic(run: RunDir, ranked: list[Entry]) -> dict[str, Path]:
+    """Write every ranked entry's ISIC 2018 export; remove the exports of entries gone."""
     exports = {}
     for entry in ranked:
-        path = run.root / ISIC_EXPORT_DIR / f"{entry.name}.csv"
-        export_isic(path, entry.predictions("test"))
+        path = run.isic_export_file(entry.name)
+        export_isic(path, entry.predictions("test"), has_probabilities(entry))
         exports[entry.name] = path
+    remove_stale_files(run.isic_export_dir, "*.csv", exports.values())
     return exports
 
 
@@ -213,7 +267,11 @@ def make_figures(
     """Draw every figure of the report into run/figures/.
 
     Entries without probabilities (hard voting) get no ROC curve and no reliability diagram;
-    reliability diagrams show the prior-shifted probabilities (core.calibration).
+    reliability diagrams show the prior-shifted probabilities (core.calibration). Per-entry
+    figures are `<kind>_<stem>.png` (reports.figures.figure_name); the run-wide ones
+    (ranking.png, macro_roc.png, reliability.png; ranking_all.png and macro_roc_all.png when the
+    first two show only the best entries and the reference: `_comparison_figures`) start with no
+    per-entry kind, so no entry name can give one of their names.
 
     Args:
         run: the run directory.
@@ -234,28 +292,29 @@ def make_figures(
     if not ranked:
         return figures
 
-    rows = []
-    for entry in ranked:
-        m = entry.split_metrics("test")
-        low, high = as_interval(m.get(f"{rank_by}_ci"))
-        rows.append({"entry": entry.name, "kind": entry.kind, "value": as_float(m.get(rank_by)),
-                     "low": low, "high": high})
     figures.ranking = folder / "ranking.png"
-    jobs.append(("ranking_chart", (rows, rank_by, figures.ranking, reference)))
+    for chosen, path, title in _comparison_figures(figures, "ranking", ranked, reference,
+                                                   f"Ranking by {rank_by}"):
+        jobs.append(("ranking_chart", ([_ranking_row(e, rank_by) for e in chosen], rank_by, path,
+                                       reference, title)))
 
     test = {e.name: e.predictions("test") for e in ranked}
     scored = [e for e in ranked if has_probabilities(e)]
     if scored:
-        figures.macro_roc = folder / "roc_macro_comparison.png"
-        jobs.append(("macro_roc_comparison", (
-            [(e.name, e.kind, test[e.name], as_float(e.split_metrics("test").get("macro_auc")))
-             for e in scored], figures.macro_roc, "Macro-average one-vs-rest ROC, test split")))
+        figures.macro_roc = folder / "macro_roc.png"
+        for chosen, path, title in _comparison_figures(
+                figures, "macro_roc", scored, reference, "Macro-average one-vs-rest ROC, test split"):
+            draw = "macro_roc_panels" if path == figures.macro_roc_all else "macro_roc_comparison"
+            jobs.append((draw, ([(e.name, e.kind, test[e.name],
+                                  as_float(e.split_metrics("test").get("macro_auc")))
+                                 for e in chosen], path, title, reference)))
         figures.reliability = folder / "reliability.png"
         jobs.append(("reliability_grid", (
             [(e.name, calibration_view(e), as_float(e.split_metrics("test").get("ece")))
              for e in scored], figures.reliability,
             "Reliability diagrams, test split (probabilities mapped to the training class "
             "frequencies)")))
+        jobs.append(scaled_reliability_job(folder, scored))  # after temperature scaling
     for entry in ranked:
         if has_probabilities(entry):
             roc = folder / figure_name("roc", entry.name)
@@ -275,6 +334,33 @@ def make_figures(
 
     _run_jobs(jobs, processes)
     return figures
+
+
+def _ranking_row(entry: Entry, rank_by: str) -> dict[str, Any]:
+    m = entry.split_metrics("test")
+    low, high = as_interval(m.get(f"{rank_by}_ci"))
+    return {"entry": entry.name, "kind": entry.kind, "value": as_float(m.get(rank_by)),
+            "low": low, "high": high}
+
+
+def _comparison_figures(
+    figures: Figures, key: str, entries: list[Entry], reference: str, title: str,
+) -> list[tuple[list[Entry], Path, str]]:
+    """(entries, path, title) of comparison figure `key` (its path already set): the best
+    `figures.top` entries plus the reference; when that leaves some out, also every entry in
+    `<key>_all.png` (set as `figures.<key>_all`). Records who each figure shows in
+    `figures.shown`."""
+    path: Path = getattr(figures, key)
+    chosen = figure_entries(entries, reference, figures.top)
+    figures.shown[key] = [e.name for e in chosen]
+    if len(chosen) == len(entries):
+        return [(entries, path, title)]
+    everyone = path.with_name(f"{key}_all.png")
+    setattr(figures, f"{key}_all", everyone)
+    figures.shown[f"{key}_all"] = [e.name for e in entries]
+    return [(chosen, path, f"{title}: the best {figures.top}"
+             + (" and the reference" if len(chosen) > figures.top else "")),
+            (entries, everyone, f"{title}: all {len(entries)} entries")]
 
 
 def _read_history(path: Path) -> pd.DataFrame | None:

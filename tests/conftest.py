@@ -36,3 +36,98 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["DERMBENCH_CACHE"] = str(root / "dermbench")
     os.environ["KERAS_HOME"] = str(root / "keras")
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+# The one trained smoke run the end-to-end tests share (`trained_smoke_run`): the regression
+# gate's run (tests/test_regression_gate.py checks it against tests/baselines/smoke_gate.json):
+# deterministic, two backbones (so that every ensemble is built), the from-scratch CNN and the SVM
+# baseline, on the generated stand-in for HAM10000. It starts in the background as soon as
+# collection shows a test that needs it (`pytest_collection_finish`), so it trains while the unit
+# tests run; the fixture waits for it. Tests read it; a test that changes files works on a copy
+# (`copy_run`).
+SMOKE_RUN_ARGS = ("--all", "--preset", "smoke", "--deterministic", "--bootstrap", "200",
+                  "--models", "inception_v3", "xception", "paper_cnn", "inception_resnet_v2+svm")
+SMOKE_RUN_TIMEOUT = 1800.0
+_SMOKE_RUN = "shared-smoke-run"
+
+
+def _shared_tmp(base: Path) -> Path:
+    """The folder every xdist worker of this test session sees, from a session's basetemp (the
+    session's own base folder without xdist)."""
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _start_smoke_run(shared: Path) -> None:
+    """Start the shared smoke run in the background, once per test session (file lock): its
+    output goes to shared-smoke-run.log, its exit code to shared-smoke-run.rc when it ends."""
+    import subprocess
+    import sys
+
+    from filelock import FileLock
+
+    with FileLock(str(shared / f"{_SMOKE_RUN}.lock")):
+        started = shared / f"{_SMOKE_RUN}.started"
+        if started.is_file():
+            return
+        started.write_text(str(os.getpid()))
+        command = [sys.executable, str(REPO_ROOT / "benchmark.py"), *SMOKE_RUN_ARGS,
+                   "--out", str(shared / _SMOKE_RUN)]
+        wrapper = ("import pathlib, subprocess, sys\n"
+                   "with open(sys.argv[1], 'w') as log:\n"
+                   "    rc = subprocess.call(sys.argv[3:], stdout=log, stderr=subprocess.STDOUT)\n"
+                   "pathlib.Path(sys.argv[2] + '.tmp').write_text(str(rc))\n"
+                   "pathlib.Path(sys.argv[2] + '.tmp').replace(sys.argv[2])\n")
+        caches = shared / f"{_SMOKE_RUN}-caches"  # never the user's home (as _isolated_caches)
+        env = {**os.environ, "DERMBENCH_CACHE": str(caches / "dermbench"),
+               "KERAS_HOME": str(caches / "keras"), "MPLBACKEND": "Agg"}
+        subprocess.Popen([sys.executable, "-c", wrapper, str(shared / f"{_SMOKE_RUN}.log"),
+                          str(shared / f"{_SMOKE_RUN}.rc"), *command], cwd=shared, env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the shared smoke run early when a selected test needs it."""
+    if not any("trained_smoke_run" in getattr(item, "fixturenames", ())
+               for item in session.items):
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        _start_smoke_run(_shared_tmp(factory.getbasetemp()))
+
+
+@pytest.fixture(scope="session")
+def trained_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run of SMOKE_RUN_ARGS (weights, predictions, every ensemble, the report),
+    trained once per test session and shared by all xdist workers.
+
+    Treat it as read-only; copy it with `copy_run` before changing anything.
+    """
+    import time
+
+    shared = _shared_tmp(tmp_path_factory.getbasetemp())
+    _start_smoke_run(shared)
+    rc_file = shared / f"{_SMOKE_RUN}.rc"
+    deadline = time.monotonic() + SMOKE_RUN_TIMEOUT
+    while not rc_file.is_file():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the shared smoke run did not finish in {SMOKE_RUN_TIMEOUT:.0f} s")
+        time.sleep(1.0)
+    if rc_file.read_text().strip() != "0":
+        log = (shared / f"{_SMOKE_RUN}.log").read_text()
+        raise RuntimeError(f"the shared smoke run failed (exit {rc_file.read_text().strip()}):\n"
+                           + log[-4000:])
+    return shared / _SMOKE_RUN
+
+
+@pytest.fixture
+def copy_run(tmp_path: Path):
+    """Copy a run directory into this test's tmp folder (mtimes kept) and return the copy."""
+    import shutil
+
+    def copy(run: Path, name: str = "run") -> Path:
+        target = tmp_path / name
+        shutil.copytree(run, target)
+        return target
+
+    return copy

@@ -16,11 +16,15 @@ the grid replicates all read the `RunConfig` it returns, or its copy in run.json
 - a grid (--folds K and/or --seeds): the training seeds;
 - the Keras backend, when it is not TensorFlow;
 - the run directory (`resolve_out`): `core.rundir.find_run_dir`, the one rule of every action.
+
+Options that do not change results stay out of the config (and so out of the fingerprint):
+`--tensorboard` (`tensorboard_enabled`) is handed to each job by the orchestration instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -29,7 +33,7 @@ from core.defaults import option
 from core.errors import DataError
 from core.rundir import default_dataset, find_run_dir
 from training import presets
-from training.entries import all_entries
+from training.entries import expand_models
 from training.errors import ConfigError
 from training.settings import RunConfig
 
@@ -37,24 +41,18 @@ SYNTHETIC = "synthetic"
 # Where --download is suggested to put a dataset, and where it is looked for without --data-dir.
 DEFAULT_DATA_ROOT = Path("data")
 WEIGHTS_DIR_ENV = "DERMBENCH_WEIGHTS_DIR"
+# What keras.callbacks.TensorBoard writes its logs with, under every backend.
+TENSORBOARD_PACKAGES: tuple[str, ...] = ("tensorflow", "tensorboard")
 
 
 def resolve_entries(models: list[str] | None) -> list[str]:
-    """The entries to train: all of them, or the --models subset (in the given order, deduped).
+    """The entries to train: the --models entries and groups expanded (`expand_models`, in the
+    given order, deduplicated), or the default group "paper" without --models.
 
     Raises:
-        ConfigError: an unknown name (the message lists the valid ones).
+        ConfigError: an unknown name (the message lists the entries and the groups).
     """
-    valid = all_entries()
-    if not models:
-        return valid
-    unknown = [m for m in models if m not in valid]
-    if unknown:
-        raise ConfigError(
-            f"unknown model(s) {', '.join(repr(m) for m in unknown)} in --models; choose from "
-            f"{', '.join(valid)} (a backbone becomes an entry by registering it in the zoo)"
-        )
-    return list(dict.fromkeys(models))
+    return expand_models(models)
 
 
 def resolve_data_dir(dataset: str, data_dir: str | None,
@@ -159,6 +157,32 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         training=resolved.training,
         svm=resolved.svm,
     )
+
+
+def tensorboard_enabled(args: argparse.Namespace) -> bool:
+    """--tensorboard: whether TensorBoard logs are written, checked before anything runs.
+
+    The logs do not change results, so the flag is not part of the config or the fingerprint.
+    keras.callbacks.TensorBoard writes through TensorFlow's summary writer and the tensorboard
+    package under every backend, JAX included.
+
+    Returns:
+        True when --tensorboard was given (and what writes the logs is installed).
+
+    Raises:
+        ConfigError: --tensorboard without TensorFlow or the tensorboard package (the message
+            says what to install).
+    """
+    if not _arg(args, "tensorboard"):
+        return False
+    missing = [name for name in TENSORBOARD_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"--tensorboard needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'}"
+            f" not installed (Keras writes TensorBoard logs through TensorFlow's summary writer, "
+            f"under JAX too): pip install {' '.join(missing)}, or run without --tensorboard"
+        )
+    return True
 
 
 def _grid_seeds(folds: int | None, seeds: Any, seed: int) -> tuple[int, ...] | None:

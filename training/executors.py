@@ -31,6 +31,7 @@ from typing import Any, TextIO
 from core import defaults
 from core.errors import BenchmarkError
 from training.jobs import EntryOutcome, JobSpec, run_job
+from training.worker_process import EventHandler
 
 logger = logging.getLogger(__name__)
 
@@ -125,20 +126,23 @@ Reporter = Callable[[int, int, EntryOutcome], None]
 def run_local(specs: Sequence[JobSpec], jobs: int = 1, devices: int | None = None,
               cpus_per_job: int | None = None, console: TextIO | None = None,
               on_start: Callable[[int, JobSpec], None] | None = None,
-              on_done: Reporter | None = None) -> list[EntryOutcome]:
+              on_done: Reporter | None = None,
+              on_event: EventHandler | None = None) -> list[EntryOutcome]:
     """Run the jobs on this machine, `jobs` at a time.
 
-    With one slot the worker's output is echoed live to `console`; with several, the workers'
-    output goes only to the log files and `on_done` reports each finished job.
+    With one slot the worker's progress events go to `on_event` and its output lines are echoed
+    to `console` (when given); with several, the workers' output goes only to the log files, and
+    `on_start` and `on_done` report each job.
 
     Args:
         specs: the jobs, in the order they are started.
         jobs: parallel slots (--jobs).
         devices: GPUs per job (--devices).
         cpus_per_job: --cpus-per-job.
-        console: stream for the live output of a single slot.
+        console: stream the output lines of a single slot's worker are echoed to, or None.
         on_start: called as on_start(index, spec) when a job starts (index from 1).
         on_done: called as on_done(finished_count, total, outcome) after each job.
+        on_event: called with the progress events of a single slot's worker, or None.
 
     Returns:
         One outcome per spec, in the order of `specs`.
@@ -153,7 +157,7 @@ def run_local(specs: Sequence[JobSpec], jobs: int = 1, devices: int | None = Non
         for index, spec in enumerate(specs, start=1):
             if on_start is not None:
                 on_start(index, spec)
-            outcome = run_job(_with_env(spec, environments[0]), console)
+            outcome = run_job(_with_env(spec, environments[0]), console, on_event)
             outcomes.append(outcome)
             if on_done is not None:
                 on_done(index, total, outcome)

@@ -13,8 +13,10 @@ A job (`JobSpec`) is an entry of a single run or of one replicate of a grid. `ru
 - records what the worker could not record itself in the entry's metrics.json, through
   `core.entry_metrics.write_entry_metrics`.
 
-It returns an `EntryOutcome`. The executors (`training.executors`) run many jobs; the run
-directory around them is prepared by the orchestration (pipeline/run_all.py).
+It returns an `EntryOutcome`, whose time is the entry's wall time in this invocation as measured
+here (every attempt, worker start to exit: start-up, model building, training, prediction). The
+executors (`training.executors`) run many jobs; the run directory around them is prepared by the
+orchestration (pipeline/run_all.py).
 """
 
 from __future__ import annotations
@@ -35,10 +37,9 @@ from training.entries import entry_kind
 from training.policies import next_batch_size
 from training.resume_state import PROGRESS_FILE, STATE_DIR
 from training.settings import RunConfig
-from training.worker_process import run_worker
+from training.worker_process import EventHandler, run_worker
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -49,7 +50,9 @@ class EntryOutcome:
         name: the entry (backbone or baseline).
         status: "ok", "failed" or "nan" (as in its metrics.json).
         skipped: True when it had finished in an earlier invocation and was not run again.
-        seconds: training seconds (metrics.json train_seconds), else this attempt's wall time.
+        seconds: the entry's wall time in this invocation, as the runner measured it (every
+            attempt, worker start to exit); None when it was skipped. (The report's training
+            time is metrics.json's train_seconds: the epochs alone.)
         best_val_balanced_accuracy: validation balanced accuracy of the best checkpoint.
         batch_size: the batch size it trained with (after out-of-memory retries).
         error: the recorded error for a failed entry.
@@ -95,10 +98,14 @@ class JobSpec:
         config: that run directory's resolved config (`RunConfig`: picklable).
         cache_dir: --cache-dir, or None.
         devices: GPUs for this job (data parallel; the worker's --devices), or None for one.
-        log_path: where the worker's output is appended (None: nowhere).
+        log_path: where the worker's output is appended (the entry's own train.log; None:
+            nowhere).
+        run_log_path: a second log the output is appended to as well (a serial run: the run's
+            train.log, so that it holds everything in order), or None.
         env: extra environment for the worker (device pinning, thread counts).
         retries: restarts of a worker killed by a signal (it resumes from its saved state).
         label: how the job is named in messages, e.g. "fold0-seed1/xception".
+        tensorboard_dir: where the worker writes TensorBoard logs (`--tensorboard`), or None.
     """
 
     run_root: str
@@ -110,6 +117,8 @@ class JobSpec:
     env: dict[str, str] = field(default_factory=dict)
     retries: int = 1
     label: str = ""
+    run_log_path: str | None = None
+    tensorboard_dir: str | None = None
 
     @property
     def name(self) -> str:
@@ -123,7 +132,8 @@ def entry_is_finished(entry_dir: Path) -> bool:
             and all(RunDir.predictions_file(entry_dir, s).is_file() for s in ("val", "test")))
 
 
-def run_job(spec: JobSpec, console: TextIO | None = None) -> EntryOutcome:
+def run_job(spec: JobSpec, console: TextIO | None = None,
+            on_event: EventHandler | None = None) -> EntryOutcome:
     """Run one job to its end: skip it when finished, else run the worker (resuming its state).
 
     Out of memory (exit 3) retries at half the batch size down to the preset's floor; a worker
@@ -132,7 +142,8 @@ def run_job(spec: JobSpec, console: TextIO | None = None) -> EntryOutcome:
 
     Args:
         spec: the job.
-        console: where the worker's live output is echoed, or None.
+        console: where the worker's output lines are echoed (-v), or None (the logs only).
+        on_event: called with each of the worker's progress events, or None.
 
     Returns:
         The entry's outcome (name = spec.name).
@@ -149,18 +160,22 @@ def run_job(spec: JobSpec, console: TextIO | None = None) -> EntryOutcome:
     batch_size = _resume_batch_size(entry_dir, int(config.training.batch_size), floor)
     oom_retries = 0
     restarts = 0
+    logs = [Path(p) for p in (spec.log_path, spec.run_log_path) if p]
     started = time.monotonic()
     while True:
         attempt_start = time.time()
-        code = run_worker(run.root, name, batch_size, console=console, cache_dir=spec.cache_dir,
-                          log_path=Path(spec.log_path) if spec.log_path else None,
-                          devices=spec.devices, extra_env=spec.env)
+        code = run_worker(run.root, name, batch_size, console=console, on_event=on_event,
+                          cache_dir=spec.cache_dir, log_path=logs, devices=spec.devices,
+                          extra_env=spec.env,
+                          tensorboard_dir=Path(spec.tensorboard_dir) if spec.tensorboard_dir
+                          else None)
         if code < 0 and restarts < spec.retries:
             restarts += 1
             message = (f"{spec.name}: {_describe_exit(code).split(' (')[0]}; restarting it "
                        f"({restarts} of {spec.retries}), it resumes from its last finished epoch")
             logger.warning("%s", message)
-            _append_line(spec.log_path, f"[{message}]")
+            for log in logs:
+                _append_line(log, f"[{message}]")
             continue
         if code != exitcodes.WORKER_OUT_OF_MEMORY:
             break
@@ -190,7 +205,7 @@ def run_job(spec: JobSpec, console: TextIO | None = None) -> EntryOutcome:
     return _outcome_from_metrics(spec.name, entry_dir, wall=time.monotonic() - started)
 
 
-def _append_line(path: str | None, line: str) -> None:
+def _append_line(path: str | Path | None, line: str) -> None:
     """Append one line to a job's log (notes between worker attempts)."""
     if path is None:
         return
@@ -252,12 +267,11 @@ def _outcome_from_metrics(name: str, entry_dir: Path, skipped: bool = False,
                           wall: float | None = None) -> EntryOutcome:
     metrics = read_entry_metrics(entry_dir)
     val = metrics.get("val") if isinstance(metrics.get("val"), dict) else {}
-    seconds = metrics.get("train_seconds")
     return EntryOutcome(
         name=name,
         status=str(metrics.get("status") or "failed"),
         skipped=skipped,
-        seconds=float(seconds) if isinstance(seconds, (int, float)) else wall,
+        seconds=wall,
         best_val_balanced_accuracy=val.get("balanced_accuracy"),
         batch_size=metrics.get("batch_size"),
         error=metrics.get("error") or (None if metrics else "no metrics.json was written"),

@@ -3,7 +3,11 @@ compiled.
 
 `build_training_model` puts the zoo model behind a uint8 input and the augmentation layers
 (`training.augment`); `configure_phase` sets the trainable flags of a phase, walking every
-nested layer (`set_trainable`); `compile_phase` compiles it with the phase's optimizer
+nested layer (`set_trainable`): phase 2 unfreezes the top `unfreeze_fraction` of the base's
+layers and ops (`base_operations`), snapped to a block end (`policies.unfreeze_start`), and keeps
+every BatchNorm frozen (inference mode, ImageNet statistics) and every LayerNorm (ConvNeXt) frozen
+the same way (its scale and offset keep their ImageNet values; it has no batch statistics, so this
+is for one rule across backbones, not for small batches); `compile_phase` compiles it with the phase's optimizer
 (`make_optimizer`: AdamW or Adam with `policies.learning_rate`'s schedule), the loss
 (`make_loss`) and the backend's `jit_compile` (`jit_compile_setting`). The protocol
 (`training.protocol`) and tools/gpu_benchmark.py build and compile through these same functions,
@@ -107,11 +111,56 @@ def set_trainable(layer: keras.layers.Layer, value: bool) -> None:
         sub.trainable = value
 
 
+# Normalisation layers kept frozen in phase 2 wherever they sit in the base (nested ones too):
+# BatchNorm (inference mode, ImageNet statistics) and LayerNorm (ConvNeXt; scale and offset kept),
+# the classes of `policies.FROZEN_NORM_TYPES`.
+FROZEN_NORM_LAYERS: tuple[type, ...] = (keras.layers.BatchNormalization,
+                                        keras.layers.LayerNormalization)
+
+
+def base_operations(base: keras.layers.Layer) -> list[Any]:
+    """The base's layers and functional ops in topological order (the unit of `unfreeze_fraction`).
+
+    The ops matter where a block ends in one: ConvNeXt's residual `inputs + x` is an `Add` op of
+    the graph, not a layer. For the study's backbones the ops are exactly the layers.
+    """
+    return list(getattr(base, "operations", None) or getattr(base, "layers", []))
+
+
+def operation_type(operation: Any) -> str:
+    """The type name `policies` sees for a base operation: a layer's class name; a functional
+    op's class name where it merges two or more graph tensors (ConvNeXt's residual `inputs + x`
+    is an "Add", a block end), else the name + "Op" (MobileNetV3's `x + 3` inside its hard
+    sigmoid is an "AddOp", no block end)."""
+    name = type(operation).__name__
+    if isinstance(operation, keras.layers.Layer):
+        return name
+    nodes = getattr(operation, "_inbound_nodes", [])
+    return name if nodes and len(nodes[0].input_tensors) >= 2 else f"{name}Op"
+
+
+def phase2_start(base: keras.layers.Layer, fraction: float) -> tuple[list[Any], list[str], int]:
+    """The base's operations, their type names (`operation_type`) and the first one phase 2
+    unfreezes.
+
+    Args:
+        base: the backbone.
+        fraction: `unfreeze_fraction`.
+
+    Returns:
+        (operations, type names, start index from `policies.unfreeze_start`).
+    """
+    operations = base_operations(base)
+    types = [operation_type(operation) for operation in operations]
+    return operations, types, policies.unfreeze_start(types, float(fraction))
+
+
 def configure_phase(tm: TrainingModel, phase: policies.Phase, training: TrainingSettings) -> int:
     """Set the trainable flags for a phase.
 
     frozen: base frozen (inference-mode BatchNorm), head trainable. finetune: the top of the base
-    per `policies.unfreeze_start`, BatchNorm frozen everywhere in the base. scratch: everything.
+    per `policies.unfreeze_start`, snapped to a block end, with every normalisation layer of the
+    base frozen (BatchNorm, and LayerNorm the same way, `FROZEN_NORM_LAYERS`). scratch: everything.
 
     Args:
         tm: the training model.
@@ -125,17 +174,16 @@ def configure_phase(tm: TrainingModel, phase: policies.Phase, training: Training
     if phase.name == "frozen":
         set_trainable(tm.base, False)
     elif phase.name == "finetune":
-        layers = list(tm.base.layers)
-        types = [type(layer).__name__ for layer in layers]
-        start = policies.unfreeze_start(types, float(training.unfreeze_fraction))
+        operations, types, start = phase2_start(tm.base, training.unfreeze_fraction)
         flags = policies.trainable_flags(types, start)
-        for layer, flag in zip(layers, flags, strict=True):
-            layer.trainable = flag
+        for operation, flag in zip(operations, flags, strict=True):
+            if isinstance(operation, keras.layers.Layer):  # functional ops hold no weights
+                operation.trainable = flag
         for layer in all_sublayers(tm.base):
-            if isinstance(layer, keras.layers.BatchNormalization):
+            if isinstance(layer, FROZEN_NORM_LAYERS):
                 layer.trainable = False
-        logger.info("phase 2 unfreezes base layers %d..%d of %d (BatchNorm stays frozen)",
-                    start, len(layers) - 1, len(layers))
+        logger.info("phase 2 unfreezes base operations %d..%d of %d (normalisation stays "
+                    "frozen)", start, len(operations) - 1, len(operations))
     return int(zoo.param_counts(tm.model)["trainable"])
 
 

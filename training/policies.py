@@ -17,11 +17,17 @@ from dataclasses import dataclass
 
 from training.settings import TrainingSettings
 
-# Layer class names that end a block in the Keras application graphs (residual adds, inception
-# concatenations, NASNet cell outputs). A phase-2 boundary placed right after one of them unfreezes
-# whole blocks instead of cutting one in half.
+# Layer (or functional op) class names that end a block in the backbones' graphs: residual adds
+# (ResNeXt, ResNetV2, Xception, EfficientNet, EfficientNetV2, MobileNetV3 as `Add` layers;
+# ConvNeXt as the `Add` op of `inputs + x`, listed in the graph's operations, not its layers),
+# concatenations (Inception, NASNet cells, DenseNet's dense layers) and InceptionResNetV2's scaled
+# residuals. A phase-2 boundary placed right after one of them unfreezes whole blocks instead of
+# cutting one in half.
 BLOCK_END_TYPES: tuple[str, ...] = ("Add", "Concatenate", "CustomScaleLayer")
 BATCH_NORM_TYPES: tuple[str, ...] = ("BatchNormalization", "SyncBatchNormalization")
+# Normalisation layers whose parameters stay frozen in phase 2: BatchNorm (its statistics would
+# be wrecked by small batches) and, treated the same way, LayerNorm (ConvNeXt).
+FROZEN_NORM_TYPES: tuple[str, ...] = (*BATCH_NORM_TYPES, "LayerNormalization")
 
 
 @dataclass(frozen=True)
@@ -74,13 +80,14 @@ def unfreeze_start(
     Without such a layer nearby the raw boundary is kept.
 
     Args:
-        layer_types: class names of the base's layers, in order (e.g. "Conv2D", "Add").
+        layer_types: class names of the base's layers (and functional ops), in topological
+            order (e.g. "Conv2D", "Add"); `training.model.base_operations` lists them.
         fraction: share of layers to unfreeze, in [0, 1]. 0 unfreezes nothing (returns n),
             1 everything (returns 0).
         block_end_types: class names that end a block.
 
     Returns:
-        The index i: layers[i:] are unfrozen (except BatchNorm, see `trainable_flags`).
+        The index i: layers[i:] are unfrozen (except normalisation, see `trainable_flags`).
 
     Raises:
         ValueError: fraction outside [0, 1].
@@ -101,22 +108,24 @@ def unfreeze_start(
 
 
 def trainable_flags(
-    layer_types: Sequence[str], start: int, batch_norm_types: Sequence[str] = BATCH_NORM_TYPES
+    layer_types: Sequence[str], start: int, frozen_types: Sequence[str] = FROZEN_NORM_TYPES
 ) -> list[bool]:
-    """Per-layer trainable flags for phase 2: layers from `start` on, BatchNorm never.
+    """Per-layer trainable flags for phase 2: layers from `start` on, normalisation never.
 
     BatchNorm layers stay frozen (and so run in inference mode with their ImageNet statistics):
-    small fine-tuning batches would otherwise wreck the running statistics.
+    small fine-tuning batches would otherwise wreck the running statistics. LayerNorm has no
+    running statistics, but its scale and offset are kept at their ImageNet values the same way,
+    so that phase 2 treats every backbone's normalisation alike.
 
     Args:
         layer_types: class names of the base's layers, in order.
         start: the first unfrozen index (from `unfreeze_start`).
-        batch_norm_types: class names treated as batch normalisation.
+        frozen_types: class names of the normalisation layers that stay frozen.
 
     Returns:
         One bool per layer.
     """
-    return [i >= start and t not in batch_norm_types for i, t in enumerate(layer_types)]
+    return [i >= start and t not in frozen_types for i, t in enumerate(layer_types)]
 
 
 def class_weights(counts: Sequence[int], mode: str | None = "balanced") -> dict[int, float]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from core import defaults
-from training.entries import SVM_ENTRY, all_entries, backbone_of, check_entry
+from training.entries import SVM_ENTRY, backbone_of, check_entry, default_entries
 from training.errors import ConfigError
 from training.settings import Augmentation, SvmSettings, TrainingSettings
 
@@ -206,7 +206,7 @@ def resolve_preset(
             override.
     """
     spec = get_preset(preset)
-    selected = list(all_entries() if entries is None else entries)
+    selected = list(default_entries() if entries is None else entries)
     for entry in selected:
         check_entry(entry)
     training = spec.training
@@ -217,7 +217,9 @@ def resolve_preset(
         training = replace(training, batch_size=int(batch_size),
                            min_batch_size=min(int(training.min_batch_size), int(batch_size)))
     sizes = {}
-    for entry in all_entries():
+    # The paper group's entries always (as every run recorded them before the modern group
+    # existed, so their configs and fingerprints stay the same), then any other selected entry.
+    for entry in dict.fromkeys([*default_entries(), *selected]):
         try:
             sizes[entry] = image_size_for(spec.name, entry, image_size)
         except PresetError:

@@ -27,7 +27,8 @@ This module holds `train_entry` and the phase loop; the parts live in their own 
     training.backend       seeding, deterministic kernels, the dtype policy (`setup_backend`)
     training.model         the training model, the trainable flags per phase, the compile step
     training.entry_run     the state shared by the phases and the epoch callback (`EntryRun`)
-    training.callbacks     the per-epoch callback (`EpochMonitor`)
+    training.callbacks     the per-epoch callback (`EpochMonitor`), progress events
+                           (`ProgressEvents`), TensorBoard logs (`EpochTensorBoard`)
     training.resume_state  history.csv and the resume state's files
 
 Backends: everything is Keras 3 and runs under TensorFlow or JAX; TensorFlow is imported only on
@@ -46,6 +47,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +58,15 @@ from core.entry_metrics import write_entry_metrics
 from data_utils.pipeline import CacheBatches, SetEpoch
 from training import policies
 from training.backend import setup_backend
-from training.callbacks import EpochMonitor
+from training.callbacks import EpochMonitor, EpochTensorBoard, ProgressEvents
 from training.distribution import check_batch_size, check_devices, data_parallel
-from training.entries import backbone_of, entry_description, entry_kind
+from training.entries import (
+    backbone_of,
+    entry_description,
+    entry_family,
+    entry_group,
+    entry_kind,
+)
 from training.entry_data import EntryData, write_prediction_file
 from training.entry_run import EntryRun
 from training.errors import ProtocolError
@@ -82,6 +90,8 @@ def train_entry(
     verbose: Any = "auto",
     callbacks: list[keras.callbacks.Callback] | tuple = (),
     devices: int | None = None,
+    progress: Callable[..., None] | None = None,
+    tensorboard_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train one entry under the protocol, predict val/test from the best checkpoint, write metrics.
 
@@ -100,6 +110,11 @@ def train_entry(
             on_epoch_end sees the epoch before validation and checkpointing).
         devices: data parallelism over this many devices (`training.distribution`); None or 1:
             one device. The batch size is the global one and must be a multiple of it.
+        progress: called as progress(kind, **fields) with the progress events
+            (`training.callbacks.ProgressEvents`, plus "status" events: building the model,
+            predicting); None: none.
+        tensorboard_dir: write TensorBoard logs of every epoch there (`EpochTensorBoard`);
+            None: none. Neither changes the results.
 
     Returns:
         The metrics.json object written (status "ok" or "nan"; "devices" records the count).
@@ -123,12 +138,40 @@ def train_entry(
     if not phases:
         raise ProtocolError(f"{entry}: the config trains it for 0 epochs; set --epochs to 1 or more")
     run = EntryRun(entry, config, data, entry_dir, batch_size, fingerprint, devices=n_devices)
+    observers = _Observers(progress, tensorboard_dir)
     with data_parallel(n_devices):
-        return _train_and_predict(run, phases, mixed, verbose, callbacks)
+        return _train_and_predict(run, phases, mixed, verbose, callbacks, observers)
+
+
+class _Observers:
+    """What watches the training without changing it: progress events and TensorBoard logs."""
+
+    def __init__(self, progress: Callable[..., None] | None,
+                 tensorboard_dir: str | os.PathLike | None) -> None:
+        self.progress = progress
+        self.tensorboard_dir = tensorboard_dir
+
+    def status(self, entry: str, text: str) -> None:
+        if self.progress is not None:
+            self.progress("status", entry=entry, text=text)
+
+    def callbacks(self, run: EntryRun, index: int, phases: list[policies.Phase], steps: int,
+                  initial_epoch: int) -> list[keras.callbacks.Callback]:
+        """The phase's observing callbacks (after `EpochMonitor`: they read its metrics)."""
+        out: list[keras.callbacks.Callback] = []
+        phase = phases[index]
+        if self.progress is not None:
+            out.append(ProgressEvents(self.progress, run.entry, phase.name, index, len(phases),
+                                      phase.epochs, steps, initial_epoch))
+        if self.tensorboard_dir is not None:
+            out.append(EpochTensorBoard(self.tensorboard_dir,
+                                        sum(p.epochs for p in phases[:index])))
+        return out
 
 
 def _train_and_predict(run: EntryRun, phases: list[policies.Phase], mixed: bool, verbose: Any,
-                       callbacks: list[keras.callbacks.Callback] | tuple) -> dict[str, Any]:
+                       callbacks: list[keras.callbacks.Callback] | tuple,
+                       observers: _Observers) -> dict[str, Any]:
     """Build the model, train its phases (resuming if possible), predict, write metrics.json.
 
     Called inside `data_parallel`, so that every variable is created under the distribution.
@@ -141,14 +184,17 @@ def _train_and_predict(run: EntryRun, phases: list[policies.Phase], mixed: bool,
     progress = run.restore()
     if progress is None:
         run.discard_state()
+    observers.status(run.entry, "building the model")
     tm = build_training_model(backbone, run.data.image_size, training, weights,
                               config.weights_dir, seed=run.seed)
     run.net, run.infer = tm.net, tm.infer
-    trainable = _train_phases(run, tm, phases, train, progress, verbose, callbacks)
+    trainable = _train_phases(run, tm, phases, train, progress, verbose, callbacks, observers)
     extra_common = {
         "entry": run.entry,
         "kind": entry_kind(run.entry),
         "description": entry_description(run.entry),
+        "family": entry_family(run.entry),
+        "group": entry_group(run.entry),
         "backbone": backbone,
         "fingerprint": run.fingerprint,
         "batch_size": run.batch_size,
@@ -165,12 +211,14 @@ def _train_and_predict(run: EntryRun, phases: list[policies.Phase], mixed: bool,
         run.nan_at = "every validation pass (the model's probabilities were NaN or infinite)"
     if run.nan_at is not None:
         return _record_nan(run, extra_common)
+    observers.status(run.entry, "predicting the validation and test splits")
     return _predict_and_record(run, tm, phases, trainable, extra_common)
 
 
 def _train_phases(run: EntryRun, tm: TrainingModel, phases: list[policies.Phase],
                   train: CacheBatches, progress: dict[str, Any] | None, verbose: Any,
-                  callbacks: list[keras.callbacks.Callback] | tuple) -> dict[str, int]:
+                  callbacks: list[keras.callbacks.Callback] | tuple,
+                  observers: _Observers) -> dict[str, int]:
     """Fit every phase not finished before (stops at a NaN loss).
 
     Returns:
@@ -206,7 +254,8 @@ def _train_phases(run: EntryRun, tm: TrainingModel, phases: list[policies.Phase]
             # SetEpoch: the order of Keras epoch k is drawn from (seed, offset + k), so a resumed
             # fit(initial_epoch=k) sees exactly the orders an uninterrupted run would have seen.
             callbacks=[SetEpoch(train, offset=sum(p.epochs for p in phases[:index])),
-                       *callbacks, EpochMonitor(run, index, phase)],
+                       *callbacks, EpochMonitor(run, index, phase),
+                       *observers.callbacks(run, index, phases, steps, initial_epoch)],
             verbose=verbose,
         )
         if run.nan_at is not None:

@@ -24,6 +24,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -325,7 +326,8 @@ def run_svm_entry(entry: str, config: RunConfig, cache: Any, data: Any,
                   entry_dir: str | os.PathLike, *, fingerprint: str | None = None,
                   batch_size: int | None = None,
                   cache_root: str | os.PathLike | None = None,
-                  devices: int | None = None) -> dict[str, Any]:
+                  devices: int | None = None,
+                  progress: Callable[..., None] | None = None) -> dict[str, Any]:
     """Extract (or load) features, choose C on val, predict val and test, write metrics.json.
 
     Args:
@@ -338,12 +340,21 @@ def run_svm_entry(entry: str, config: RunConfig, cache: Any, data: Any,
         batch_size: feature-extraction batch size (default svm.batch_size or training.batch_size).
         cache_root: root of the feature cache.
         devices: feature extraction data-parallel on this many devices (None or 1: one).
+        progress: called as progress(kind, **fields) with a few events for the runner's
+            console: "status" (what it is doing now) and "note" (what a finished step gave);
+            None: none.
 
     Returns:
         The metrics.json object.
     """
     from core.entry_metrics import write_entry_metrics
-    from training.entries import backbone_of, entry_description, entry_kind
+    from training.entries import (
+        backbone_of,
+        entry_description,
+        entry_family,
+        entry_group,
+        entry_kind,
+    )
     from training.entry_data import write_prediction_file
 
     entry_dir = Path(entry_dir)
@@ -352,15 +363,25 @@ def run_svm_entry(entry: str, config: RunConfig, cache: Any, data: Any,
     backbone = backbone_of(entry)
     seed = int(config.seed)
     batch_size = int(batch_size or svm.batch_size or config.training.batch_size)
+    def report(kind: str, text: str) -> None:
+        if progress is not None:
+            progress(kind, entry=entry, text=text)
+
     started = time.perf_counter()
+    report("status", f"{backbone} features of {len(cache)} images")
     features, meta = extract_features(cache, backbone, config, batch_size, cache_root,
                                       devices=devices)
     extract_rate = float(meta.get("images_per_s") or 0.0)
+    report("note", f"{features.shape[1]} features per image for {len(cache)} images "
+                   f"({time.perf_counter() - started:.1f} s)")
     fit_started = time.perf_counter()
+    report("status", f"SVM for {len(svm.C_grid)} value(s) of C, calibrated")
     model, C, scores, calibration = fit_svm(
         features[data.train.rows], data.train.labels, features[data.val.rows], data.val.labels,
         svm, seed, train_groups=data.train.lesion_id)
     fit_seconds = time.perf_counter() - fit_started
+    report("note", f"SVM: C={C:g} chosen, val balanced accuracy {scores[C]:.3f} "
+                   f"({fit_seconds:.1f} s)")
     svm_seconds, n = 0.0, 0
     for split, part in (("val", data.val), ("test", data.test)):
         t0 = time.perf_counter()
@@ -373,6 +394,8 @@ def run_svm_entry(entry: str, config: RunConfig, cache: Any, data: Any,
         "entry": entry,
         "kind": entry_kind(entry),
         "description": entry_description(entry),
+        "family": entry_family(entry),
+        "group": entry_group(entry),
         "backbone": backbone,
         "status": "ok",
         "error": None,

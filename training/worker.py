@@ -12,11 +12,18 @@ Exit codes (`core.exitcodes`; the runner acts on them):
     1  any other failure (status "failed" and the error in metrics.json)
 
 In every failure case metrics.json records the status and the error message. Logging goes to
-stderr and is appended to RUNDIR/train.log, with one summary line per entry.
+stderr and is appended to RUNDIR/train.log, with one summary line per entry (under the runner,
+which copies the worker's output to the logs itself, only to stderr).
+
+`--events` (the runner passes it): Keras prints nothing, and the progress (phase, batch, epoch,
+status) goes to stdout as events (`training.worker_process.emit_event`), which the runner turns
+into its console's progress bar. `--tensorboard DIR` writes TensorBoard logs of every epoch to DIR
+(`training.callbacks.EpochTensorBoard`); neither changes the results.
 
 Backends: the worker runs under TensorFlow or JAX (KERAS_BACKEND); under JAX it never imports
-TensorFlow. `--devices N` trains the one entry data-parallel on N devices of this machine
-(`training.distribution`; the batch size is the global one and must be a multiple of N). For a
+TensorFlow (but with --tensorboard, whose summaries TensorFlow writes). `--devices N` trains the
+one entry data-parallel on N devices of this machine (`training.distribution`; the batch size is
+the global one and must be a multiple of N). For a
 deterministic run under JAX the worker adds `--xla_gpu_deterministic_ops=true` to XLA_FLAGS before
 JAX starts (XLA on the CPU is deterministic anyway), and keeps XLA compilations on disk for the
 next worker (`_jax_compilation_cache`).
@@ -35,7 +42,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +81,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                              "devices); the batch size must be a multiple of N (default: 1)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                         help="Keras progress: 0 silent, 1 bar, 2 one line per epoch "
-                             "(default: bar on a terminal, else one line)")
+                             "(default: 0 with --events, else a bar on a terminal and one line "
+                             "otherwise)")
+    parser.add_argument("--events", action="store_true",
+                        help="write progress events to stdout for the runner's console")
+    parser.add_argument("--tensorboard", metavar="DIR",
+                        help="write TensorBoard logs of every epoch to DIR")
     return parser.parse_args(argv)
 
 
@@ -95,7 +107,7 @@ def _setup_logging(run_root: Path) -> logging.Handler | None:
     return handler
 
 
-def _image_table(config: RunConfig):
+def image_table(config: RunConfig):
     """The dataset table with image paths, read exactly as `prepare` read it (same cache key)."""
     from data_utils.readers import read_dataset
 
@@ -119,7 +131,8 @@ def _image_table(config: RunConfig):
 
 def run_entry(out: Path, entry: str, batch_size: int | None = None, cache_dir: str | None = None,
               workers: int | None = None, verbose: Any = "auto",
-              devices: int | None = None) -> dict[str, Any]:
+              devices: int | None = None, progress: Callable[..., None] | None = None,
+              tensorboard_dir: str | None = None) -> dict[str, Any]:
     """Train one entry of a prepared run directory (in this process).
 
     Args:
@@ -130,6 +143,9 @@ def run_entry(out: Path, entry: str, batch_size: int | None = None, cache_dir: s
         workers: image decoding processes.
         verbose: Keras fit verbosity.
         devices: data parallelism over this many devices (None or 1: one device).
+        progress: called as progress(kind, **fields) with the progress events, or None.
+        tensorboard_dir: TensorBoard logs of every epoch go there (None: none; the SVM
+            baseline has no epochs and writes none).
 
     Returns:
         The entry's metrics.json object.
@@ -148,7 +164,7 @@ def run_entry(out: Path, entry: str, batch_size: int | None = None, cache_dir: s
     from training.entries import check_entry, is_svm_entry
 
     run = RunDir(out)
-    check_entry(entry)
+    check_entry(entry, derived=False)
     if not run.run_json.is_file() or not run.splits_csv.is_file():
         raise RunDirError(f"{run.root} lacks run.json or splits.csv; prepare the run first")
     meta = read_json(run.run_json)
@@ -162,7 +178,7 @@ def run_entry(out: Path, entry: str, batch_size: int | None = None, cache_dir: s
                           "the run was resolved without this entry") from None
     splits = pd.read_csv(run.splits_csv, dtype={"image_id": str, "lesion_id": str, "dx": str,
                                                 "split": str})
-    table = _image_table(config)
+    table = image_table(config)
     cache = build_cache(table["path"].tolist(), table["image_id"].tolist(), size,
                         resize_mode=config.resize_mode, cache_root=cache_dir,
                         workers=workers)
@@ -173,12 +189,16 @@ def run_entry(out: Path, entry: str, batch_size: int | None = None, cache_dir: s
     if is_svm_entry(entry):
         from training.svm_baseline import run_svm_entry
 
+        if tensorboard_dir is not None:
+            logger.info("%s: no TensorBoard logs (the SVM baseline has no epochs)", entry)
         return run_svm_entry(entry, config, cache, data, entry_dir, fingerprint=fingerprint,
-                             batch_size=batch_size, cache_root=cache_dir, devices=devices)
+                             batch_size=batch_size, cache_root=cache_dir, devices=devices,
+                             progress=progress)
     from training.protocol import train_entry
 
     return train_entry(entry, config, data, entry_dir, fingerprint=fingerprint,
-                       batch_size=batch_size, verbose=verbose, devices=devices)
+                       batch_size=batch_size, verbose=verbose, devices=devices,
+                       progress=progress, tensorboard_dir=tensorboard_dir)
 
 
 def _prepare_determinism(out: Path) -> None:
@@ -278,9 +298,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _prepare_determinism(out)
         _jax_compilation_cache(args.cache_dir)
-        verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
+        verbose = args.verbose
+        if verbose is None:
+            verbose = 0 if args.events else 1 if sys.stdout.isatty() else 2
+        progress = None
+        if args.events:
+            from training.worker_process import emit_event as progress
         metrics = run_entry(out, args.entry, batch_size=batch, cache_dir=args.cache_dir,
-                            workers=args.workers, verbose=verbose, devices=args.devices)
+                            workers=args.workers, verbose=verbose, devices=args.devices,
+                            progress=progress, tensorboard_dir=args.tensorboard)
         status = metrics.get("status", "ok")
         best = metrics.get("best_val_balanced_accuracy")
         logger.info("%s: %s in %.1f s, best val balanced accuracy %s, batch size %s",

@@ -1,22 +1,24 @@
 """The model zoo: a registry of backbones (frozen config + builder) for every other stage.
 
 The registry is the one list of backbones. Registering one is the only step needed to train it
-(`benchmark.py --all --models NAME`; every registered backbone is an entry), to have it in the
-ensembles (kind "backbone", the default) and in the report:
+(`benchmark.py --all --models NAME`, or its group: every registered backbone is an entry), to
+have it in the ensembles (kind "backbone", the default) and in the report:
 
     import zoo
     zoo.register(zoo.BackboneConfig(name="my_net", display_name="MyNet", input_size=224,
                                     min_size=32, preprocessing="unit", weights_url=None,
                                     weights_file=None, weights_hash=None, hash_algorithm=None,
                                     weights_format=None, params_1000=0, paper="...",
-                                    licence="...", pretrained=True),
+                                    licence="...", pretrained=True, family="MyNet",
+                                    group="mine"),  # --models mine
                  zoo.Builder(base=build_my_net))  # build_my_net(input_shape) -> keras.Model
                                                   # named "backbone"; import Keras inside it
 
 From outside the package (so that the `--all` worker processes register it too): name the
 module in `DERMBENCH_BACKBONES=module[,module...]` (importable, e.g. through PYTHONPATH), or
 declare it in the `dermbench.backbones` entry-point group of an installed package
-(`zoo.plugins`). They are loaded when `zoo` is imported, after the study's six.
+(`zoo.plugins`). They are loaded when `zoo` is imported, after the package's own (`zoo.catalog`:
+the study's five and its CNN, group "paper"; seven later networks, group "modern").
 
 `list_backbones`, `get_config` and `register` work without importing Keras; `create_backbone`,
 `count_flops` and `param_counts` import it on first use.
@@ -40,6 +42,7 @@ from zoo.registry import (
     Builder,
     get_config,
     list_backbones,
+    list_groups,
     register,
     registered_kind,
 )
@@ -55,6 +58,7 @@ __all__ = [
     "create_backbone",
     "get_config",
     "list_backbones",
+    "list_groups",
     "param_counts",
     "register",
     "registered_kind",

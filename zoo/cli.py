@@ -18,7 +18,7 @@ from tabulate import tabulate
 from zoo.registry import BackboneConfig, get_config, list_backbones
 
 BACKBONE_HEADERS = ("backbone", "input size", "min size", "preprocessing", "params (1000-class)",
-                    "weights source", "kind")
+                    "weights source", "family", "group", "kind")
 
 
 def weights_source(config: BackboneConfig) -> str:
@@ -41,6 +41,8 @@ def backbone_rows() -> list[list[object]]:
             config.preprocessing,
             f"{config.params_1000:,}",
             weights_source(config),
+            config.family,
+            config.group,
             config.kind,
         ]
         for config in map(get_config, list_backbones())

@@ -1,8 +1,10 @@
 """`create_backbone`: preprocessing + backbone + head, assembled the same way for every entry.
 
-Layout (docs/ARCHITECTURE.md, "The model"): input (raw RGB 0-255) -> "preprocess" -> "backbone" (nested model; the
-protocol freezes/unfreezes it) -> "pool" -> "dropout" -> "logits" (Dense) -> "predictions"
-(softmax, float32 even under a mixed-precision policy).
+Layout (docs/ARCHITECTURE.md, "The model"): input (raw RGB 0-255) -> "preprocess" -> "backbone"
+(nested model; the protocol freezes/unfreezes it) -> "pool" -> "dropout" -> "logits" (Dense) ->
+"predictions" (softmax, float32 even under a mixed-precision policy). "pool" is global average
+pooling, except for backbones that pool themselves (ConvNeXt: an identity) or have their own head
+(paper_cnn).
 """
 
 from __future__ import annotations
@@ -65,6 +67,39 @@ def resolve_input_shape(
     return (height, width, 3)
 
 
+def resolve_preprocessing(config: BackboneConfig, override: str | None) -> str:
+    """The preprocessing mode of the "preprocess" layer for a backbone.
+
+    An override (e.g. the paper preset's "unit", the study's pixels in [0, 1]) replaces the mode
+    of a backbone whose preprocessing is a separate input scaling. A backbone with "internal"
+    preprocessing keeps it: its own first layers normalise raw 0-255 pixels for its ImageNet
+    weights, and scaling in front of them would feed those weights images they were never
+    trained on. That case is logged.
+
+    Args:
+        config: the backbone's config.
+        override: a mode, or None for the backbone's own.
+
+    Returns:
+        The mode.
+
+    Raises:
+        ZooValueError: an unknown override.
+    """
+    if not override:
+        return config.preprocessing
+    mode = check_mode(override)
+    if config.preprocessing == "internal" and mode != "internal":
+        logger.warning(
+            "%s preprocesses its input inside the model (raw RGB 0-255); the preprocessing "
+            "override %r applies to the other backbones only",
+            config.name,
+            mode,
+        )
+        return "internal"
+    return mode
+
+
 def create_backbone(
     name: str,
     num_classes: int,
@@ -83,7 +118,8 @@ def create_backbone(
         weights: None (random init), "imagenet" (official file: --weights-dir, cache or
             download) or the path of a weights file.
         dropout: rate of the "dropout" layer before the logits, in [0, 1).
-        preprocessing: override of the backbone's preprocessing mode (e.g. "unit" = x/255).
+        preprocessing: override of the backbone's preprocessing mode (e.g. "unit" = x/255);
+            backbones with "internal" preprocessing keep theirs (`resolve_preprocessing`).
         weights_dir: folder holding official weight files (default $DERMBENCH_WEIGHTS_DIR).
 
     Returns:
@@ -103,7 +139,7 @@ def create_backbone(
     if not isinstance(dropout, numbers.Real) or not 0.0 <= float(dropout) < 1.0:
         raise ZooValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
     shape = resolve_input_shape(config, input_shape)
-    mode = check_mode(preprocessing or config.preprocessing)
+    mode = resolve_preprocessing(config, preprocessing)
     weights_path = resolve_weights(config, weights, weights_dir)
 
     builder = get_builder(name)

@@ -2,7 +2,10 @@
 
 The modes reproduce `keras.applications.imagenet_utils.preprocess_input` (channels last):
 "tf" x/127.5 - 1; "caffe" RGB->BGR then minus the ImageNet BGR means; "torch" x/255 then minus
-mean and divided by std per channel; plus "unit" x/255 (the paper's own scaling).
+mean and divided by std per channel; plus "unit" x/255 (the paper's own scaling) and "internal"
+(pixels passed on as they are, 0-255: the backbone holds its own preprocessing layers, as
+keras.applications builds EfficientNet, EfficientNetV2, ConvNeXt and MobileNetV3, whose
+`preprocess_input` is a pass-through).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ class Preprocess(keras.layers.Layer):
     """Scale raw RGB pixels (any numeric dtype, values 0-255) for a backbone.
 
     Args:
-        mode: "tf", "caffe", "torch" or "unit" (see the module docstring).
+        mode: "tf", "caffe", "torch", "unit" or "internal" (see the module docstring).
     """
 
     def __init__(self, mode: str, **kwargs):
@@ -45,6 +48,8 @@ class Preprocess(keras.layers.Layer):
 
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "internal":
+            return x
         if self.mode == "tf":
             return x / 127.5 - 1.0
         if self.mode == "unit":

@@ -9,17 +9,28 @@ can read a backbone's input size and preprocessing mode cheaply.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from zoo.errors import DuplicateBackboneError, ZooValueError
 
-PREPROCESSING_MODES = ("tf", "caffe", "torch", "unit")
+# "internal": the backbone holds its own preprocessing layers (as keras.applications builds
+# EfficientNet, EfficientNetV2, ConvNeXt and MobileNetV3) and takes raw RGB 0-255 as it is.
+PREPROCESSING_MODES = ("tf", "caffe", "torch", "unit", "internal")
 HASH_ALGORITHMS = ("md5", "sha256")
 # "backbone": fine-tuned, a default ensemble member; "baseline": trained and reported as a
 # baseline, an ensemble member only when named (--members).
 KINDS = ("backbone", "baseline")
+# `--models` groups (training.entries): "paper" holds the source study's five backbones and its
+# baselines, "modern" the 2019-2022 networks added beside them; a backbone registered from
+# outside gets DEFAULT_GROUP unless it names its own. "all" is every entry, so no config uses it.
+PAPER_GROUP = "paper"
+MODERN_GROUP = "modern"
+DEFAULT_GROUP = "extra"
+ALL_GROUP = "all"
+_GROUP_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -33,7 +44,8 @@ class BackboneConfig:
         min_size: smallest accepted height/width.
         preprocessing: "tf" (x/127.5 - 1), "caffe" (BGR, ImageNet mean subtracted), "torch"
             (x/255, ImageNet mean/std) or "unit" (x/255), as `keras.applications`
-            `preprocess_input` modes.
+            `preprocess_input` modes; or "internal": the backbone's first layers do its
+            preprocessing and it takes raw RGB 0-255 (its `preprocess_input` is a pass-through).
         weights_url: where `weights="imagenet"` downloads from (None: no pretrained weights).
         weights_file: the file name in the Keras cache and in a --weights-dir folder.
         weights_hash: the file's known hash, or None where none is published.
@@ -49,6 +61,11 @@ class BackboneConfig:
         kind: "backbone" (fine-tuned; the ensembles' default members) or "baseline" (e.g. the
             from-scratch CNN: trained and reported as a baseline). The trainer records it in the
             entry's metrics.json.
+        family: the architecture family for grouping in tables ("Inception", "ResNet",
+            "EfficientNet", "ConvNeXt", "DenseNet", "MobileNet", "NASNet", "paper CNN", ...).
+        group: the `--models` group the backbone belongs to: "paper" (the source study's
+            backbones and baselines), "modern" (the networks added beside them) or any other
+            lower-case name ("extra" by default); "all" is reserved for every entry.
     """
 
     name: str
@@ -67,6 +84,8 @@ class BackboneConfig:
     pretrained: bool
     square_only: bool = False
     kind: str = "backbone"
+    family: str = "other"
+    group: str = DEFAULT_GROUP
 
     def __post_init__(self) -> None:
         if self.preprocessing not in PREPROCESSING_MODES:
@@ -82,6 +101,20 @@ class BackboneConfig:
         if self.kind not in KINDS:
             raise ZooValueError(
                 f"backbone {self.name!r}: kind {self.kind!r} is not one of {', '.join(KINDS)}"
+            )
+        if not isinstance(self.family, str) or not self.family.strip():
+            raise ZooValueError(
+                f"backbone {self.name!r}: family must be a non-empty name, got {self.family!r}"
+            )
+        if (
+            not isinstance(self.group, str)
+            or not _GROUP_NAME.fullmatch(self.group)
+            or self.group == ALL_GROUP
+        ):
+            raise ZooValueError(
+                f"backbone {self.name!r}: group {self.group!r} must be a lower-case name "
+                f"([a-z][a-z0-9_]*) other than {ALL_GROUP!r}, e.g. {PAPER_GROUP!r}, "
+                f"{MODERN_GROUP!r} or {DEFAULT_GROUP!r}"
             )
         if not 1 <= self.min_size <= self.input_size:
             raise ZooValueError(
@@ -143,6 +176,12 @@ def list_backbones(kind: str | None = None) -> list[str]:
         The names.
     """
     return [name for name, (config, _) in _REGISTRY.items() if kind in (None, config.kind)]
+
+
+def list_groups() -> list[str]:
+    """The `--models` group names of the registered backbones, in order of first registration
+    (the study's "paper" group first); "all" is not among them."""
+    return list(dict.fromkeys(config.group for config, _ in _REGISTRY.values()))
 
 
 def registered_kind(name: str) -> str | None:

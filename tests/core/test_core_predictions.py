@@ -88,3 +88,17 @@ def test_isic_export_layout(tmp_path):
     first = [float(v) for v in lines[1].split(",")[1:]]
     assert first[0] == pytest.approx(preds.proba[0, CLASSES.index("mel")])
     assert first[3] == pytest.approx(preds.proba[0, CLASSES.index("akiec")])
+
+
+def test_row_numbers_are_the_files_line_numbers(tmp_path):
+    # One convention with data_utils.validation: the header is row 1, the first data row row 2.
+    good = "a{},l,nv," + UNIFORM
+    path = _write(tmp_path, HEADER, [good.format(1), good.format(2), "c,l,nv," + ",".join(["0.5"] * 7)])
+    with pytest.raises(PredictionFileError, match=r"bad\.csv: row 4 \(image_id 'c'\)"):
+        read_predictions(path)
+    path = _write(tmp_path, HEADER, [good.format(1), good.format(1)])
+    with pytest.raises(PredictionFileError, match="row 3: image_id 'a1' appears more than once"):
+        read_predictions(path)
+    path = _write(tmp_path, HEADER, [good.format(1), ",l,nv," + UNIFORM])
+    with pytest.raises(PredictionFileError, match="row 3: column 'image_id' is empty"):
+        read_predictions(path)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from core.errors import PredictionFileError, RunDirError
+from core.integrity import LeakageError
 from core.rundir import RunDir
 from ensembles.errors import EnsembleError
 from ensembles.members import (
@@ -127,8 +128,8 @@ def test_validation_and_test_images_must_be_disjoint(synthetic_run):
         frame = pd.read_csv(_csv(run, member, "test"), dtype=str)
         frame.loc[0, "image_id"] = "ISIC_0000001"  # a validation image
         frame.to_csv(_csv(run, member, "test"), index=False)
-    with pytest.raises(PredictionFileError, match="share 1 image\\(s\\) \\(ISIC_0000001\\); an "
-                                                  "ensemble is never fit on test images"):
+    with pytest.raises(LeakageError, match="share 1 image\\(s\\) \\(ISIC_0000001\\); an image "
+                                           "must never be in both splits"):
         load_members(RunDir(run), ["inception_v3", "xception"])
 
 

@@ -38,13 +38,15 @@ def p(**probs: float) -> list[float]:
 #   dL/dw = 0 <=> .6 (.6 - .5 w) = .5 (.3 + .6 w) <=> w = .21 / .6 = .35.
 # The plain log loss -1/3 [2 log(.3 + .6 w) + log(.6 - .5 w)] has its minimum at
 #   1.2 (.6 - .5 w) = .5 (.3 + .6 w) <=> w = .57 / .9 = 19/30: the akiec majority pulls it to A.
+# One image per lesion and a single bcc lesion: min_class_lesions=1 lets these hand computations
+# fit (the default, two lesions per learned class, is tested in test_ensembles_integrity.py).
 A = [p(akiec=0.9, bcc=0.1), p(akiec=0.9, bcc=0.1), p(akiec=0.9, bcc=0.1)]
 B = [p(akiec=0.3, bcc=0.7), p(akiec=0.3, bcc=0.7), p(akiec=0.4, bcc=0.6)]
 Y = ["akiec", "akiec", "bcc"]
 
 
 def test_weighted_voting_minimises_the_class_balanced_log_loss():
-    model = WeightedVoting().fit([A, B], Y)
+    model = WeightedVoting(min_class_lesions=1).fit([A, B], Y)
     np.testing.assert_allclose(model.weights_, [0.35, 0.65], atol=1e-5)
     expected = -0.5 * (np.log(0.3 + 0.6 * 0.35) + np.log(0.6 - 0.5 * 0.35))
     assert model.fit_log_loss_ == pytest.approx(expected, abs=1e-9)
@@ -57,13 +59,13 @@ def test_weighted_voting_minimises_the_class_balanced_log_loss():
 
 
 def test_unweighted_objective_has_another_optimum():
-    plain = WeightedVoting(class_weight=None).fit([A, B], Y)
+    plain = WeightedVoting(class_weight=None, min_class_lesions=1).fit([A, B], Y)
     np.testing.assert_allclose(plain.weights_, [19 / 30, 11 / 30], atol=1e-5)
     w = 19 / 30
     expected = -(2 * np.log(0.3 + 0.6 * w) + np.log(0.6 - 0.5 * w)) / 3
     assert plain.fit_log_loss_ == pytest.approx(expected, abs=1e-9)
     assert plain.objective_ == "log loss"
-    balanced = WeightedVoting().fit([A, B], Y)
+    balanced = WeightedVoting(min_class_lesions=1).fit([A, B], Y)
     assert abs(balanced.weights_[0] - plain.weights_[0]) > 0.25
 
 
@@ -128,7 +130,7 @@ def test_unknown_class_weight_is_refused(estimator):
 
 def test_fit_files_before_the_convention_still_load(tmp_path):
     # A fit.json written before the class-balanced objectives: no "objective" in the state.
-    model = WeightedVoting(class_weight=None).fit([A, B], Y)
+    model = WeightedVoting(class_weight=None, min_class_lesions=1).fit([A, B], Y)
     record = fit_record(model, members=["a", "b"], fit_split="val", fit_size=3, fit_lesions=3,
                         val_in_sample=True, member_files={})
     del record["state"]["objective"], record["params"]["class_weight"]

@@ -9,8 +9,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 
-from core.classes import CLASS_INDEX, NUM_CLASSES
-from ensembles.errors import EnsembleError
+from core.classes import CLASS_INDEX, CLASSES, NUM_CLASSES
 from ensembles.stacking import Stacking, grouped_folds, log_features
 
 
@@ -31,21 +30,25 @@ def test_log_features_are_member_major_and_clipped():
 
 def test_prediction_from_hand_set_coefficients():
     # Meta classes akiec, bcc. logit_akiec = 0; logit_bcc = 1 * log p_member0(akiec) + 0.
-    # member0 akiec = .5 -> logit_bcc = log .5 -> p = softmax(0, log .5) = (1/1.5, .5/1.5) = (2/3, 1/3).
-    # member0 akiec = 0 -> clipped to 1e-7 -> p_bcc = 1e-7 / (1 + 1e-7).
-    # The five absent classes get probability 0.
+    # member0 akiec = .5 -> logit_bcc = log .5 -> meta = softmax(0, log .5) = (2/3, 1/3).
+    # member0 akiec = 0 -> clipped to 1e-7 -> meta bcc = 1e-7 / (1 + 1e-7).
+    # The five classes the meta-model does not know get the members' mean probability: member0
+    # gives them 0, member1 1/7, so each 1/14 and together 5/14; akiec and bcc share the other
+    # 9/14 in the meta-model's proportions: row 1 = (2/3 * 9/14, 1/3 * 9/14, 1/14 x 5).
     coef = [[0.0] * 14, [1.0] + [0.0] * 13]
     model = Stacking().set_state(_state(coef, [0.0, 0.0], ["akiec", "bcc"]))
     row_half = [0.5, 0.5, 0, 0, 0, 0, 0]
     row_zero = [0.0, 1.0, 0, 0, 0, 0, 0]
     member1 = [[1 / 7] * 7, [1 / 7] * 7]
     proba = model.predict_proba([[row_half, row_zero], member1])
-    np.testing.assert_allclose(proba[0], [2 / 3, 1 / 3, 0, 0, 0, 0, 0], rtol=1e-12)
-    assert proba[1, 1] == pytest.approx(1e-7 / (1 + 1e-7), rel=1e-9)
+    np.testing.assert_allclose(proba[0], [3 / 7, 3 / 14, *[1 / 14] * 5], rtol=1e-12)
+    assert proba[1, 1] == pytest.approx(1e-7 / (1 + 1e-7) * 9 / 14, rel=1e-9)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
     assert model.predict([[row_half, row_zero], member1]).tolist() == [0, 0]
-    # Intercepts alone: (log 1, log 3) -> (1/4, 3/4).
+    # Intercepts alone: meta (log 1, log 3) -> (1/4, 3/4) of the 2/7 the five others leave.
     model = Stacking().set_state(_state([[0.0] * 14] * 2, [0.0, math.log(3)], ["mel", "nv"]))
-    np.testing.assert_allclose(model.predict_proba([member1, member1])[:, [4, 5]], [[0.25, 0.75]] * 2)
+    np.testing.assert_allclose(model.predict_proba([member1, member1])[:, [4, 5]],
+                               [[1 / 14, 3 / 14]] * 2, rtol=1e-12)
 
 
 def complementary_members(rng: np.random.Generator, n: int):
@@ -86,16 +89,22 @@ def test_stacking_beats_every_complementary_member():
     assert model.C_ == model.Cs[int(np.argmax(model.cv_["mean_scores"]))]
 
 
-def test_class_missing_from_fit_labels_gets_probability_zero():
+def test_class_missing_from_fit_labels_gets_the_members_mean_never_zero():
+    # Issue 15: a class absent from the fit data was a constant-zero column (every vasc image
+    # missed, silently). Now it gets the members' mean probability; the rest is learned.
     rng = np.random.default_rng(1)
     members, y = complementary_members(rng, 140)
     keep = y != CLASS_INDEX["vasc"]
     model = Stacking().fit(members[:, keep], y[keep], np.arange(keep.sum()))
     proba = model.predict_proba(members)
     assert proba.shape == (140, 7)
-    assert (proba[:, CLASS_INDEX["vasc"]] == 0).all()
+    vasc = proba[:, CLASS_INDEX["vasc"]]
+    np.testing.assert_array_equal(vasc, members.mean(axis=0)[:, CLASS_INDEX["vasc"]])
+    assert (vasc > 0).all()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert [int(c) for c in model.meta_classes_] == [0, 1, 2, 3, 4, 5]
+    assert model.get_state()["unlearned_classes"] == ["vasc"]
+    assert model.get_state()["class_lesions"]["vasc"] == 0
 
 
 @pytest.mark.parametrize("class_weight", ["balanced", None])
@@ -111,13 +120,24 @@ def test_binary_labels_match_sklearns_logistic_regression(class_weight):
     reference = LogisticRegression(C=1.0, max_iter=1000, class_weight=class_weight).fit(
         log_features(members, 1e-7), y)
     expected = reference.predict_proba(log_features(members, 1e-7))
-    np.testing.assert_allclose(model.predict_proba(members)[:, [4, 5]], expected, atol=1e-12)
+    proba = model.predict_proba(members)
+    # mel and nv share what the members' mean leaves for the five classes not in the fit.
+    others = [k for k in range(NUM_CLASSES) if k not in (4, 5)]
+    np.testing.assert_array_equal(proba[:, others], members.mean(axis=0)[:, others])
+    learned = proba[:, [4, 5]]
+    np.testing.assert_allclose(learned / learned.sum(axis=1, keepdims=True), expected, atol=1e-12)
 
 
-def test_single_class_fit_labels_are_refused():
-    members = np.full((2, 4, 7), 1 / 7)
-    with pytest.raises(EnsembleError, match="at least two classes; all 4 rows are 'nv'"):
-        Stacking().fit(members, ["nv"] * 4)
+def test_single_class_fit_labels_fall_back_to_the_members_mean():
+    rng = np.random.default_rng(5)
+    members = rng.dirichlet(np.ones(7), size=(2, 4))
+    model = Stacking().fit(members, ["nv"] * 4)
+    assert model.fallback_.startswith("nothing learned") and "nv 4 lesions" in model.fallback_
+    np.testing.assert_array_equal(model.predict_proba(members), members.mean(axis=0))
+    state = model.get_state()
+    assert state["meta_classes"] == [] and state["unlearned_classes"] == list(CLASSES)
+    rebuilt = Stacking().set_state(state)
+    np.testing.assert_array_equal(rebuilt.predict_proba(members), members.mean(axis=0))
 
 
 def test_grouped_folds_never_split_a_lesion():
@@ -149,6 +169,6 @@ def test_grouped_folds_fall_back_for_rare_classes_and_few_lesions():
 def test_stacking_without_usable_folds_uses_default_c():
     members = np.stack([np.eye(7)[[0, 1]] * 0.9 + 0.1 / 7, np.full((2, 7), 1 / 7)])
     members[0] /= members[0].sum(axis=1, keepdims=True)
-    model = Stacking(default_C=0.5).fit(members, [0, 1], ["a", "b"])
+    model = Stacking(default_C=0.5, min_class_lesions=1).fit(members, [0, 1], ["a", "b"])
     assert model.C_ == 0.5 and model.cv_["mean_scores"] is None
     assert model.predict(members).tolist() == [0, 1]

@@ -88,7 +88,7 @@ def test_weighted_voting_hand_computed_optimum():
     # -> weights (.35, .65); image 1 probs = .35 (.9, .1) + .65 (.3, .7) = (.51, .49).
     a = [p(akiec=0.9, bcc=0.1), p(akiec=0.9, bcc=0.1)]
     b = [p(akiec=0.3, bcc=0.7), p(akiec=0.4, bcc=0.6)]
-    model = WeightedVoting().fit([a, b], ["akiec", "bcc"])
+    model = WeightedVoting(min_class_lesions=1).fit([a, b], ["akiec", "bcc"])  # one image each
     np.testing.assert_allclose(model.weights_, [0.35, 0.65], atol=1e-5)
     assert model.weights_.sum() == pytest.approx(1.0, abs=1e-12)
     np.testing.assert_allclose(model.predict_proba([a, b])[0], p(akiec=0.51, bcc=0.49), atol=1e-5)

@@ -85,12 +85,18 @@ def make_run(
     split: str = "lesion",
     seed: int = 0,
     data_seed: int | None = None,
+    extra_entries: dict[str, tuple[str, float]] | None = None,
+    families: dict[str, tuple[str, str]] | None = None,
 ) -> RunDir:
     """Write a generated run directory under `root` and return it.
 
     `data_seed` (default: drawn from `seed`'s stream) fixes the images, lesions, labels and the
     noise all models share, so runs with the same `data_seed` and different `seed`s predict the
     same images with different models (the replicates of one fold of a grid).
+    `extra_entries` adds models/ entries of any other kind: name -> (kind, skill), e.g.
+    {"xception+tta8": ("tta", 2.0)} (no history; not ensemble members). `families` records
+    entry -> (family, group) in those entries' metrics.json as the trainer does (with
+    `run_files`); entries not in it record neither, like runs made before they were recorded.
     """
     rng = np.random.default_rng(seed)
     data_rng = rng if data_seed is None else np.random.default_rng(data_seed)
@@ -101,7 +107,11 @@ def make_run(
               "test": _split_table(data_rng, n_test, "T")}
     shared = {part: data_rng.normal(size=(len(t), 7)) for part, t in tables.items()}
     probas: dict[str, dict[str, np.ndarray]] = {}
-    for kind, group in (("backbone", backbones), ("baseline", baselines)):
+    extra_entries = dict(extra_entries or {})
+    families = dict(families or {})
+    kinds = [("backbone", backbones), ("baseline", baselines),
+             *((kind, {name: skill}) for name, (kind, skill) in extra_entries.items())]
+    for kind, group in kinds:
         for name, skill in group.items():
             probas[name] = {}
             for part, table in tables.items():
@@ -118,6 +128,8 @@ def make_run(
                     "inference_images_per_s": 210.5, "fingerprint": "abc123",
                     **({"description": f"{name} as its trainer describes it"}
                        if kind == "baseline" else {}),
+                    **(dict(zip(("family", "group"), families[name], strict=True))
+                       if name in families else {}),
                 })
             if histories and kind == "backbone":
                 atomic_write_csv(run.model_dir(name) / "history.csv", _history(rng, (3, 4)))

@@ -67,7 +67,7 @@ def test_predictions_only_run(bare):
     assert any(link.startswith("figures/") for link in links)
     for link in links:
         assert (run.root / link).is_file(), link
-    for name in ("ranking", "roc_macro_comparison", "reliability", "roc_xception",
+    for name in ("ranking", "macro_roc", "reliability", "roc_xception",
                  "confusion_paper_cnn"):
         assert (run.figures_dir / f"{name}.png").stat().st_size > 10_000
     # metrics.json in core.entry_metrics' layout
@@ -105,7 +105,7 @@ def test_full_run_directory(synthetic_run, tmp_path):
     assert "passed: 0 lesion(s)" in text
     assert "![Training curves of inception_resnet_v2](figures/history_inception_resnet_v2.png)" in text
     assert "| Parameters" in text and "54.0 M" in text and "1.0 h" in text
-    assert "**Verdict.** InceptionResNetV2 ranks" in text
+    assert "**Verdict.** In this run, InceptionResNetV2 ranks" in text
     assert "Holm p" in text
     assert re.search(r"\| soft_voting +\| mean of the members' probabilities", text)
     assert re.search(r"\| paper_cnn +\| paper_cnn as its trainer describes it", text)

@@ -111,7 +111,7 @@ def test_report_sections_and_links(grid):
     assert "16 (4 entries x 4 replicates): 15 finished, 1 failed or missing" in text
     assert "- `xception` in `fold1-seed1`: status failed (CUDA out of memory)" in text
     assert "Jobs in different folds are tested on different images" in text
-    assert "**Plain reading.** InceptionResNetV2 ranks" in text
+    assert "**Plain reading.** In this grid, InceptionResNetV2 ranks" in text
     section = text[text.index("## 5."): text.index("## 6.")]
     assert "corrected repeated k-fold t-test (Nadeau & Bengio 2003; Bouckaert & Frank 2004)" \
         in section

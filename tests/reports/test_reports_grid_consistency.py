@@ -31,6 +31,9 @@ def _edit_fit(run, fold, seed, name, **changes):
      "fold1-seed0: members inception_resnet_v2, resnext101, xception, fit on val"),
     ({"members": ["xception", "inception_resnet_v2"]},
      "fold1-seed0: members inception_resnet_v2, xception, fit on oof"),
+    ({"calibrated": True},
+     "fold1-seed0: members inception_resnet_v2, resnext101, xception, fit on oof "
+     "(temperature-scaled members)"),
 ])
 def test_mixed_variants_are_refused_before_anything_is_written(grid, changes, expected):
     _edit_fit(grid, 1, 0, "stacking", **changes)

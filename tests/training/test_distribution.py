@@ -196,9 +196,9 @@ def _check_data_parallel_entry(out: Path, backend: str) -> None:
     assert metrics["batch_size"] == 24
     assert metrics["optimizer_iterations"] == 1  # 25 images: 24 + 1 trimmed away
     meta = read_json(out / "run.json")
-    from training.worker import _image_table
+    from training.worker import image_table
 
-    table = _image_table(RunConfig.from_dict(meta["config"]))  # the worker's cache (a hit here)
+    table = image_table(RunConfig.from_dict(meta["config"]))  # the worker's cache (a hit here)
     cache = build_cache(table["path"].tolist(), table["image_id"].tolist(), SIZE, workers=1,
                         progress=False)
     data = load_entry_data(cache, pd.read_csv(out / "splits.csv", dtype=str))

@@ -88,7 +88,7 @@ def test_local_executor_runs_jobs_in_parallel_and_keeps_their_order(monkeypatch)
     monkeypatch.setattr(executors, "visible_gpus", lambda: ["0", "1"])
     running, peak, lock, seen_env = [0], [0], threading.Lock(), []
 
-    def fake_job(spec, console):
+    def fake_job(spec, console, on_event=None):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
@@ -111,7 +111,7 @@ def test_local_executor_serial_echoes_to_the_console_and_reports_each_start(monk
     monkeypatch.setattr(executors, "visible_gpus", lambda: [])
     consoles, started = [], []
 
-    def fake_job(spec, console):
+    def fake_job(spec, console, on_event=None):
         consoles.append(console)
         return EntryOutcome(name=spec.name, status="ok")
 

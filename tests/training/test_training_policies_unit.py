@@ -41,6 +41,19 @@ def test_trainable_flags_keep_batchnorm_frozen():
     assert len(unfrozen) == 4
 
 
+def test_trainable_flags_keep_layernorm_frozen_like_batchnorm():
+    # A ConvNeXt block as the base lists it: the residual Add is an op of the graph.
+    convnext_block = ["Conv2D", "LayerNormalization", "Dense", "Activation", "Dense",
+                      "LayerScale", "Activation", "Add"]
+    types = ["Sequential"] + convnext_block * 2
+    start = policies.unfreeze_start(types, 0.5)
+    assert start == 9  # raw 17 - round(8.5) = 9: right after the first block's Add
+    flags = policies.trainable_flags(types, start)
+    assert flags == [False] * 9 + [True, False, True, True, True, True, True, True]
+    assert policies.FROZEN_NORM_TYPES == ("BatchNormalization", "SyncBatchNormalization",
+                                          "LayerNormalization")
+
+
 def test_class_weights_balanced_hand_values():
     weights = policies.class_weights([10, 30, 0, 60])
     # n = 100, k = 3 present classes: n / (k * count)
@@ -148,6 +161,7 @@ def test_resolve_preset_applies_overrides():
     # Every entry's size (selected or not: the fingerprint must not depend on --models).
     assert training.image_size["paper_cnn"] == 64 and training.image_size[entries.SVM_ENTRY] == 75
     assert set(training.image_size) == set(entries.all_entries())
+    assert training.image_size["convnext_tiny"] == training.image_size["efficientnet_b3"] == 32
     assert resolved.svm.feature_size == 75
     paper = presets.resolve_preset("paper", ["xception"])
     assert paper.training.preprocessing == "unit"
@@ -175,15 +189,20 @@ def test_the_readme_lists_the_presets_of_the_table():
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = readme.split("\n## Presets\n", 1)[1].split("\n#", 1)[0]  # the preset table only
     rows = re.findall(r"^\| `(\w+)`( \(default\))? \|", readme, flags=re.MULTILINE)
     assert [name for name, _ in rows] == list(presets.PRESET_NAMES)
     assert [name for name, default in rows if default] == [presets.DEFAULT_PRESET]
 
 
+PAPER = ["inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large",
+         "paper_cnn", "inception_resnet_v2+svm"]
+MODERN = ["convnext_tiny", "convnext_small", "efficientnet_v2_s", "efficientnet_b3",
+          "densenet121", "resnet50_v2", "mobilenet_v3_large"]
+
+
 def test_entries_and_kinds():
-    assert entries.all_entries() == [
-        "inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large",
-        "paper_cnn", "inception_resnet_v2+svm"]
+    assert entries.all_entries() == PAPER[:5] + MODERN + PAPER[5:]
     assert entries.backbone_of(entries.SVM_ENTRY) == "inception_resnet_v2"
     assert entries.entry_kind("xception") == "backbone"
     assert entries.entry_kind("paper_cnn") == "baseline"
@@ -201,9 +220,11 @@ def test_a_registered_backbone_is_an_entry_in_its_place():
     zoo.register(scratch, get_builder("paper_cnn"))
     zoo.register(config, get_builder("xception"))
     try:
-        assert entries.all_entries() == [
-            "inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large",
-            "extra_net", "paper_cnn", "extra_cnn", "inception_resnet_v2+svm"]
+        assert entries.all_entries() == [*PAPER[:5], *MODERN, "extra_net", "paper_cnn",
+                                         "extra_cnn", "inception_resnet_v2+svm"]
+        # registered as copies of paper-group backbones, they are in the paper group
+        assert entries.default_entries() == [*PAPER[:5], "extra_net", "paper_cnn", "extra_cnn",
+                                             "inception_resnet_v2+svm"]
         assert entries.entry_kind("extra_cnn") == "baseline"
         assert presets.image_size_for("smoke", "extra_net") == 71
     finally:
@@ -213,7 +234,53 @@ def test_a_registered_backbone_is_an_entry_in_its_place():
 
 def test_small_image_size_is_refused_only_for_entries_that_run():
     resolved = presets.resolve_preset("smoke", ["resnext101"], image_size=32)
-    assert resolved.training.image_size == {"resnext101": 32, "nasnet_large": 32}
+    assert resolved.training.image_size == {"resnext101": 32, "nasnet_large": 32,
+                                            **{name: 32 for name in MODERN}}
     assert resolved.svm.feature_size is None
     with pytest.raises(presets.PresetError, match="inception_resnet_v2"):
         presets.resolve_preset("smoke", ["inception_resnet_v2+svm"], image_size=32)
+
+
+def test_model_groups_expand_in_order_without_duplicates():
+    assert entries.model_groups() == ["paper", "modern", "all"]
+    assert entries.default_entries() == PAPER == entries.expand_models(None)
+    assert entries.expand_models([]) == PAPER
+    assert entries.group_entries("modern") == MODERN
+    assert entries.expand_models(["modern"]) == MODERN
+    assert entries.expand_models(["all"]) == entries.all_entries()
+    assert entries.expand_models(["xception", "modern", "densenet121", "paper", "xception"]) == [
+        "xception", *MODERN, *[e for e in PAPER if e != "xception"]]
+    assert entries.expand_models(["paper_cnn", "xception", "paper_cnn"]) == [
+        "paper_cnn", "xception"]
+    assert entries.PAPER_GROUP == "paper"
+
+
+def test_entry_groups_and_families():
+    assert [entries.entry_group(e) for e in PAPER] == ["paper"] * 7
+    assert {entries.entry_group(e) for e in MODERN} == {"modern"}
+    assert [entries.entry_family(e) for e in MODERN] == [
+        "ConvNeXt", "ConvNeXt", "EfficientNet", "EfficientNet", "DenseNet", "ResNet",
+        "MobileNet"]
+    assert entries.entry_family(entries.SVM_ENTRY) == "SVM"
+    assert entries.entry_family("paper_cnn") == "paper CNN"
+    assert all(entries.entry_kind(e) == "backbone" for e in MODERN)
+
+
+@pytest.mark.parametrize(
+    ("names", "pattern"),
+    [
+        (["vgg16"], r"unknown model\(s\) 'vgg16' in --models; choose entries from inception_v3, "
+                    r".*mobilenet_v3_large, paper_cnn, inception_resnet_v2\+svm, or groups from "
+                    r"paper, modern, all"),
+        (["modern", "Modern", "x"], r"unknown model\(s\) 'Modern', 'x' in --models"),
+    ],
+)
+def test_unknown_models_and_groups_are_refused(names, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        entries.expand_models(names)
+
+
+def test_unknown_group_is_refused():
+    with pytest.raises(ConfigError, match="unknown model group 'nets'; choose from paper, modern, "
+                                          "all"):
+        entries.group_entries("nets")

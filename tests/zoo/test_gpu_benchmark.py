@@ -117,12 +117,11 @@ def test_markdown_table_without_tabulate(gb, monkeypatch):
 
 
 def test_native_run_estimate_arithmetic(gb):
-    names = ("inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large",
-             "paper_cnn")
+    names = zoo.list_backbones()  # the study's six and the seven modern ones: --models all
     rows = [{"backbone": n, "status": "ok", "images_per_s": 100.0,
              "compile_and_warmup_s": 10.0} for n in names]
     estimate = gb.estimate_native_run(rows, gb.parse_args([]))
-    assert estimate["missing"] == [] and len(estimate["entries"]) == 7
+    assert estimate["missing"] == [] and len(estimate["entries"]) == 14
     n_train, n_val, n_test = 8012, 1002, 1001
     backbone = n_train * (30 + 5 / 3) / 100 + (n_val * 35 + n_val + n_test) / 300 + 2 * 10
     scratch = n_train * 60 / 100 + (n_val * 60 + n_val + n_test) / 300 + 10
@@ -131,7 +130,8 @@ def test_native_run_estimate_arithmetic(gb):
     assert entries["inception_v3"]["seconds"] == pytest.approx(backbone)
     assert entries["paper_cnn"]["seconds"] == pytest.approx(scratch)
     assert entries["inception_resnet_v2+svm"]["seconds"] == pytest.approx(svm)
-    assert estimate["hours"] == pytest.approx((5 * backbone + scratch + svm) / 3600)
+    assert entries["convnext_small"]["seconds"] == pytest.approx(backbone)
+    assert estimate["hours"] == pytest.approx((12 * backbone + scratch + svm) / 3600)
     assert not any("batch" in c and "measured at" in c for c in estimate["caveats"])
 
 

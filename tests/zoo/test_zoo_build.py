@@ -20,16 +20,23 @@ def _uint8_batch(size: int, batch: int = 2, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
 
 
-def test_registry_holds_the_six_backbones_of_the_study():
-    assert NAMES == [
-        "inception_v3",
-        "resnext101",
-        "inception_resnet_v2",
-        "xception",
-        "nasnet_large",
-        "paper_cnn",
-    ]
-    assert [zoo.get_config(n).input_size for n in NAMES] == [299, 224, 299, 299, 331, 224]
+STUDY = ["inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large",
+         "paper_cnn"]
+MODERN = ["convnext_tiny", "convnext_small", "efficientnet_v2_s", "efficientnet_b3",
+          "densenet121", "resnet50_v2", "mobilenet_v3_large"]
+
+
+def test_registry_holds_the_study_backbones_then_the_seven_modern_ones():
+    assert NAMES == STUDY + MODERN
+    assert [zoo.get_config(n).input_size for n in NAMES] == [
+        299, 224, 299, 299, 331, 224, 224, 224, 384, 300, 224, 224, 224]
+    assert {zoo.get_config(n).group for n in STUDY} == {"paper"}
+    assert {zoo.get_config(n).group for n in MODERN} == {"modern"}
+    assert [zoo.get_config(n).family for n in NAMES] == [
+        "Inception", "ResNet", "Inception", "Inception", "NASNet", "paper CNN", "ConvNeXt",
+        "ConvNeXt", "EfficientNet", "EfficientNet", "DenseNet", "ResNet", "MobileNet"]
+    assert all(zoo.get_config(n).kind == "backbone" and zoo.get_config(n).pretrained
+               for n in MODERN)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -80,6 +87,15 @@ def test_known_keras_parameter_counts_are_the_configs():
         "inception_resnet_v2": 55_873_736,
         "xception": 22_910_480,
         "nasnet_large": 88_949_818,
+        # issue 12: no top, pooling="avg", + a 1000-way Dense (Keras's include_top=True count
+        # for all but MobileNetV3, whose top adds a 1x1 1280-channel convolution)
+        "convnext_tiny": 28_589_128,
+        "convnext_small": 50_223_688,
+        "efficientnet_v2_s": 21_612_360,
+        "efficientnet_b3": 12_320_535,
+        "densenet121": 8_062_504,
+        "resnet50_v2": 25_613_800,
+        "mobilenet_v3_large": 3_957_352,
     }
     assert {name: zoo.get_config(name).params_1000 for name in expected} == expected
 
@@ -91,8 +107,19 @@ def test_layout_and_freezable_backbone(name, mixed_model):
     assert isinstance(model.get_layer("backbone"), keras.Model)
     assert model.get_layer("preprocess").mode == zoo.get_config(name).preprocessing
     assert model.get_layer("predictions").compute_dtype == "float32"
-    expected_pool = keras.Sequential if name == "paper_cnn" else keras.layers.GlobalAveragePooling2D
+    expected_pool = {"paper_cnn": keras.Sequential, "convnext_tiny": keras.layers.Identity,
+                     "convnext_small": keras.layers.Identity}.get(
+        name, keras.layers.GlobalAveragePooling2D)
     assert isinstance(model.get_layer("pool"), expected_pool)
+
+
+@pytest.mark.parametrize("name", ["convnext_tiny", "convnext_small"])
+def test_convnext_pools_before_its_head_layernorm_as_pretrained(name, mixed_model):
+    """The no-top ConvNeXt ends in the head's LayerNorm, applied after global pooling."""
+    backbone = mixed_model(name).get_layer("backbone")
+    assert [type(layer).__name__ for layer in backbone.layers[-2:]] == [
+        "GlobalAveragePooling2D", "LayerNormalization"]
+    assert backbone.output.shape == (None, 768)
 
 
 def test_freezing_the_backbone_leaves_only_the_head_trainable(mixed_model):
@@ -148,9 +175,21 @@ def test_minimum_sizes_follow_keras():
         "xception": 71,
         "nasnet_large": 32,
         "paper_cnn": 64,
+        **{name: 32 for name in MODERN},
     }
     with pytest.raises(ValueError, match=r"74x74 is too small for inception_v3.*at least 75"):
         create_backbone("inception_v3", 7, input_shape=74)
+    with pytest.raises(ValueError, match=r"31x31 is too small for densenet121.*at least 32"):
+        create_backbone("densenet121", 7, input_shape=31)
+
+
+@pytest.mark.parametrize("name", MODERN)
+def test_keras_itself_refuses_below_the_minimum_size(name):
+    """The minimum is Keras's: 32 builds (the tests above predict at it), 31 is refused."""
+    from zoo.keras_apps import build_keras_app
+
+    with pytest.raises(ValueError, match="at least 32x32"):
+        build_keras_app(name, (31, 31, 3))
 
 
 def test_square_only_backbones_refuse_rectangles():
@@ -172,7 +211,7 @@ def test_square_only_backbones_refuse_rectangles():
         ({"dropout": 1.0}, r"dropout must be a number in \[0, 1\), got 1.0"),
         (
             {"preprocessing": "scale"},
-            r"unknown preprocessing 'scale'; choose one of: tf, caffe, torch, unit",
+            r"unknown preprocessing 'scale'; choose one of: tf, caffe, torch, unit, internal",
         ),
         (
             {"weights": "imagenet"},

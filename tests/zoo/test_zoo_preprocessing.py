@@ -1,12 +1,20 @@
-"""The in-model preprocessing equals each backbone's keras.applications preprocess_input."""
+"""The in-model preprocessing equals each backbone's keras.applications preprocess_input.
+
+For the backbones that preprocess inside the model ("internal": EfficientNet, EfficientNetV2,
+ConvNeXt, MobileNetV3) Keras's `preprocess_input` is a pass-through and so is ours; that the whole
+chain then matches Keras's ImageNet model is tested in test_zoo_keras_reference.py.
+"""
 
 from __future__ import annotations
+
+import logging
 
 import keras
 import numpy as np
 import pytest
 
 import zoo
+from zoo.factory import create_backbone, resolve_preprocessing
 from zoo.preprocessing import Preprocess
 
 REFERENCES = {
@@ -16,7 +24,17 @@ REFERENCES = {
     "nasnet_large": keras.applications.nasnet.preprocess_input,
     "resnext101": lambda x: keras.applications.imagenet_utils.preprocess_input(x, mode="torch"),
     "paper_cnn": lambda x: x / 255.0,  # the study scaled its inputs to [0, 1]
+    "convnext_tiny": keras.applications.convnext.preprocess_input,
+    "convnext_small": keras.applications.convnext.preprocess_input,
+    "efficientnet_v2_s": keras.applications.efficientnet_v2.preprocess_input,
+    "efficientnet_b3": keras.applications.efficientnet.preprocess_input,
+    "densenet121": keras.applications.densenet.preprocess_input,
+    "resnet50_v2": keras.applications.resnet_v2.preprocess_input,
+    "mobilenet_v3_large": keras.applications.mobilenet_v3.preprocess_input,
 }
+MODES = {"densenet121": "torch", "resnet50_v2": "tf", "convnext_tiny": "internal",
+         "convnext_small": "internal", "efficientnet_v2_s": "internal",
+         "efficientnet_b3": "internal", "mobilenet_v3_large": "internal"}
 
 
 def _pixels(seed: int = 0) -> np.ndarray:
@@ -34,6 +52,31 @@ def test_preprocessing_matches_keras_applications(name):
     ours = keras.ops.convert_to_numpy(layer(pixels))
     reference = np.asarray(REFERENCES[name](pixels.copy()))
     np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-6)
+
+
+def test_modes_of_the_modern_backbones():
+    assert {name: zoo.get_config(name).preprocessing for name in MODES} == MODES
+
+
+def test_internal_mode_passes_raw_pixels_through():
+    pixels = np.array([[[[0, 51, 255]]]], np.uint8)
+    out = Preprocess("internal")(pixels)
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(out), [[[[0.0, 51.0, 255.0]]]])
+
+
+def test_an_override_applies_to_external_modes_and_not_to_internal_ones(caplog):
+    assert resolve_preprocessing(zoo.get_config("densenet121"), None) == "torch"
+    assert resolve_preprocessing(zoo.get_config("densenet121"), "unit") == "unit"
+    assert resolve_preprocessing(zoo.get_config("xception"), "internal") == "internal"
+    with caplog.at_level(logging.WARNING, logger="zoo.factory"):
+        assert resolve_preprocessing(zoo.get_config("convnext_tiny"), "unit") == "internal"
+    assert "convnext_tiny preprocesses its input inside the model" in caplog.text
+    assert "'unit' applies to the other backbones only" in caplog.text
+    with pytest.raises(ValueError, match="unknown preprocessing 'bgr'"):
+        resolve_preprocessing(zoo.get_config("convnext_tiny"), "bgr")
+    model = create_backbone("mobilenet_v3_large", 7, input_shape=32, preprocessing="unit")
+    assert model.get_layer("preprocess").mode == "internal"
 
 
 def test_hand_computed_values():
@@ -76,6 +119,7 @@ def test_layer_round_trips_through_its_config():
 
 def test_unknown_mode_is_refused():
     with pytest.raises(
-        ValueError, match=r"unknown preprocessing 'bgr'; choose one of: tf, caffe, torch, unit"
+        ValueError,
+        match=r"unknown preprocessing 'bgr'; choose one of: tf, caffe, torch, unit, internal",
     ):
         Preprocess("bgr")

@@ -74,7 +74,7 @@ def test_unknown_name_lists_the_registered_ones(name):
     with pytest.raises(
         ValueError,
         match=r"unknown backbone .*choose one of: inception_v3, resnext101, "
-        r"inception_resnet_v2, xception, nasnet_large, paper_cnn",
+        r"inception_resnet_v2, xception, nasnet_large, paper_cnn, convnext_tiny, ",
     ) as info:
         zoo.get_config(name)
     assert repr(name) in str(info.value)
@@ -84,7 +84,11 @@ def test_unknown_name_lists_the_registered_ones(name):
 @pytest.mark.parametrize(
     ("changes", "pattern"),
     [
-        ({"preprocessing": "bgr"}, r"preprocessing 'bgr' is not one of tf, caffe, torch, unit"),
+        ({"preprocessing": "bgr"},
+         r"preprocessing 'bgr' is not one of tf, caffe, torch, unit, internal"),
+        ({"family": " "}, r"family must be a non-empty name, got ' '"),
+        ({"group": "all"}, r"group 'all' must be a lower-case name .* other than 'all'"),
+        ({"group": "Modern"}, r"group 'Modern' must be a lower-case name"),
         ({"hash_algorithm": "sha1"}, r"hash_algorithm 'sha1' is not one of md5, sha256"),
         ({"min_size": 500}, r"min_size 500 must be between 1 and the input size 299"),
     ],
@@ -121,8 +125,11 @@ def test_list_prints_backbones_ensembles_and_presets(capsys):
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["backbone", "input", "size"]
     assert "params (1000-class)" in lines[0] and "weights source" in lines[0]
-    rows = {line.split()[0]: line for line in lines[2:8]}
+    rows = {line.split()[0]: line for line in lines[2:2 + len(zoo.list_backbones())]}
     assert list(rows) == zoo.list_backbones()
+    assert "ConvNeXt" in rows["convnext_tiny"] and " modern " in rows["convnext_tiny"]
+    assert " internal " in rows["convnext_tiny"] and "sha256 verified" in rows["convnext_tiny"]
+    assert " paper " in rows["xception"] and "384x384" in rows["efficientnet_v2_s"]
     assert "331x331" in rows["nasnet_large"] and "88,949,818" in rows["nasnet_large"]
     assert "224x224" in rows["resnext101"] and " torch " in rows["resnext101"]
     assert "88,791,336" in rows["resnext101"] and "huggingface.co" in rows["resnext101"]
@@ -130,7 +137,8 @@ def test_list_prints_backbones_ensembles_and_presets(capsys):
     assert rows["paper_cnn"].split()[-1] == "baseline" and rows["xception"].split()[-1] == "backbone"
     assert "ensembles (ensembles stage): " + ", ".join(ENSEMBLE_NAMES) in out
     assert "entries (training stage): inception_v3, resnext101, inception_resnet_v2, xception, " \
-           "nasnet_large, paper_cnn, inception_resnet_v2+svm" in out
+           "nasnet_large, convnext_tiny, convnext_small, efficientnet_v2_s, efficientnet_b3, " \
+           "densenet121, resnet50_v2, mobilenet_v3_large, paper_cnn, inception_resnet_v2+svm" in out
     # The presets come from their one table, with its descriptions.
     for name, preset in PRESETS.items():
         assert f"\n  {name:<7} {preset.description}" in out
@@ -140,12 +148,16 @@ def test_backbone_rows_follow_the_configs():
     rows = backbone_rows()
     assert [row[0] for row in rows] == zoo.list_backbones()
     assert rows[0][1:5] == ["299x299", 75, "tf", "23,851,784"]
+    assert rows[6][1:5] == ["224x224", 32, "internal", "28,589,128"]
+    assert rows[6][-3:] == ["ConvNeXt", "modern", "backbone"]
 
 
 def test_kinds_come_from_the_configs():
     assert zoo.list_backbones(kind="baseline") == ["paper_cnn"]
     assert zoo.list_backbones(kind="backbone") == [
-        "inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large"]
+        "inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large",
+        "convnext_tiny", "convnext_small", "efficientnet_v2_s", "efficientnet_b3", "densenet121",
+        "resnet50_v2", "mobilenet_v3_large"]
     assert zoo.registered_kind("xception") == "backbone"
     assert zoo.registered_kind("paper_cnn") == "baseline"
     assert zoo.registered_kind("inception_resnet_v2+svm") is None
@@ -187,8 +199,13 @@ def test_a_backbone_module_named_in_the_environment_is_registered_without_keras(
             "all_entries().index('plugin_net'), 'keras' in sys.modules)")
     result = _python(code, tmp_path, " my_plugin , ")
     assert result.returncode == 0, result.stderr
-    # After the study's five backbones, before the baselines.
-    assert result.stdout.split() == ["plugin_net", "backbone", "5", "False"]
+    # After the registered backbones (the study's five, the seven modern), before the baselines;
+    # without a group of its own, in the "extra" group.
+    assert result.stdout.split() == ["plugin_net", "backbone", "12", "False"]
+    code = ("from training.entries import expand_models, default_entries, model_groups; "
+            "print(expand_models(['extra']), 'plugin_net' in default_entries(), model_groups())")
+    result = _python(code, tmp_path, "my_plugin")
+    assert result.stdout.split("\n")[0] == "['plugin_net'] False ['paper', 'modern', 'extra', 'all']"
 
 
 def test_a_broken_plugin_is_named(tmp_path):
@@ -222,3 +239,22 @@ def test_entry_points_of_the_group_are_loaded(monkeypatch):
     points[:] = [_Point("broken:go", ImportError("no module named broken"))]
     with pytest.raises(zoo.ZooValueError, match="entry point 'broken' .*dermbench.backbones"):
         load_plugins()
+
+
+def test_groups_of_the_registry():
+    assert zoo.list_groups() == ["paper", "modern"]
+    assert [n for n in zoo.list_backbones() if zoo.get_config(n).group == "paper"] == [
+        "inception_v3", "resnext101", "inception_resnet_v2", "xception", "nasnet_large",
+        "paper_cnn"]
+    config = dataclasses.replace(zoo.get_config("paper_cnn"), name="grouped_cnn", group="mine")
+    assert dataclasses.replace(config, name="x").family == "paper CNN"
+    zoo.register(config, get_builder("paper_cnn"))
+    try:
+        assert zoo.list_groups() == ["paper", "modern", "mine"]
+    finally:
+        unregister("grouped_cnn")
+    defaults = zoo.BackboneConfig(
+        name="bare", display_name="bare", input_size=64, min_size=32, preprocessing="unit",
+        weights_url=None, weights_file=None, weights_hash=None, hash_algorithm=None,
+        weights_format=None, params_1000=0, paper="p", licence="l", pretrained=False)
+    assert (defaults.family, defaults.group, defaults.kind) == ("other", "extra", "backbone")

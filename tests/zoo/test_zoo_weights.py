@@ -215,6 +215,110 @@ def test_keras_app_configs_match_the_installed_keras_sources():
         assert config.weights_file in source or config.weights_file == Path(config.weights_url).name
 
 
+def test_modern_configs_match_the_installed_keras_tables():
+    """The seven's URL and hash, from the module constants Keras builds its download from (the
+    file name is assembled as each module does for include_top=False)."""
+    from keras.src.applications import (
+        convnext,
+        densenet,
+        efficientnet,
+        efficientnet_v2,
+        mobilenet_v3,
+        resnet,
+    )
+
+    expected = {
+        "convnext_tiny": (convnext.BASE_WEIGHTS_PATH + "convnext_tiny_notop.h5",
+                          convnext.WEIGHTS_HASHES["convnext_tiny"][1]),
+        "convnext_small": (convnext.BASE_WEIGHTS_PATH + "convnext_small_notop.h5",
+                           convnext.WEIGHTS_HASHES["convnext_small"][1]),
+        "efficientnet_v2_s": (efficientnet_v2.BASE_WEIGHTS_PATH + "efficientnetv2-s_notop.h5",
+                              efficientnet_v2.WEIGHTS_HASHES["-s"][1]),
+        "efficientnet_b3": (efficientnet.BASE_WEIGHTS_PATH + "efficientnetb3_notop.h5",
+                            efficientnet.WEIGHTS_HASHES["b3"][1]),
+        "densenet121": (densenet.DENSENET121_WEIGHT_PATH_NO_TOP,
+                        "30ee3e1110167f948a6b9946edeeb738"),
+        "resnet50_v2": (resnet.BASE_WEIGHTS_PATH
+                        + "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                        resnet.WEIGHTS_HASHES["resnet50v2"][1]),
+        "mobilenet_v3_large": (mobilenet_v3.BASE_WEIGHT_PATH
+                               + "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
+                               mobilenet_v3.WEIGHTS_HASHES["large_224_1.0_float"][1]),
+    }
+    assert "30ee3e1110167f948a6b9946edeeb738" in Path(densenet.__file__).read_text()
+    for name, (url, digest) in expected.items():
+        config = zoo.get_config(name)
+        assert (config.weights_url, config.weights_hash) == (url, digest), name
+        assert config.weights_file == Path(url).name  # the name Keras caches it under
+        assert config.hash_algorithm == ("sha256" if len(digest) == 64 else "md5")
+        assert config.weights_format == "keras_h5" and config.pretrained
+
+
+@pytest.mark.parametrize("name", ["convnext_tiny", "efficientnet_b3", "mobilenet_v3_large"])
+def test_a_file_that_is_not_the_official_one_is_refused_in_weights_dir(name, closed_url,
+                                                                       tmp_path):
+    """Offline, a --weights-dir file under the official name is checked against the real
+    published hash (sha256 for ConvNeXt, md5 for the others) and refused."""
+    config = zoo.get_config(name)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / config.weights_file).write_bytes(b"not the official file")
+    with pytest.raises(WeightsError, match=rf"{re.escape(config.weights_file)} \(21 bytes\) has "
+                                           rf"{config.hash_algorithm} [0-9a-f]+, expected "
+                                           rf"{config.weights_hash}"):
+        fetch_imagenet(replace(config, weights_url=f"{closed_url}/{config.weights_file}"),
+                       weights_dir=folder)
+
+
+@pytest.fixture()
+def mobilenet_from_local_host(http_server, tmp_path):
+    """MobileNetV3-Large registered under a test name, its "official" file a random no-top .h5
+    in the official layout (its md5 as the known hash), served by the local HTTP server."""
+    import h5py
+    from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
+
+    from zoo.registry import get_builder, unregister
+
+    base, served = http_server
+    keras.utils.set_random_seed(7)
+    source = create_backbone("mobilenet_v3_large", 7, input_shape=32)
+    file_name = zoo.get_config("mobilenet_v3_large").weights_file
+    with h5py.File(served / file_name, "w") as handle:
+        save_weights_to_hdf5_group(handle, source.get_layer("backbone"))
+    config = replace(zoo.get_config("mobilenet_v3_large"), name="mobilenet_v3_test",
+                     weights_url=f"{base}/{file_name}",
+                     weights_hash=file_hash(served / file_name, "md5"))
+    zoo.register(config, get_builder("mobilenet_v3_large"))
+    try:
+        yield config, source, served / file_name
+    finally:
+        unregister(config.name)
+
+
+def test_modern_backbone_weights_online_then_offline_through_weights_dir(
+        mobilenet_from_local_host, tmp_path):
+    config, source, served_file = mobilenet_from_local_host
+    layers = ("conv", "expanded_conv_1_depthwise_bn", "conv_1")
+    # Online: downloaded into the Keras cache through get_file, md5 checked, loaded.
+    online = create_backbone(config.name, 7, input_shape=32, weights="imagenet")
+    assert cache_path(config).read_bytes() == served_file.read_bytes()
+    _assert_same_weights(online, source, layers)
+    # Offline: --weights-dir holds the file (checked against the known hash); the cache stays
+    # empty, so nothing was downloaded.
+    cache_path(config).unlink()
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    shutil.copy(served_file, folder / config.weights_file)
+    offline = create_backbone(config.name, 7, input_shape=32, weights="imagenet",
+                              weights_dir=folder)
+    _assert_same_weights(offline, source, layers)
+    assert not cache_path(config).exists()
+    # A truncated copy in --weights-dir is refused, never loaded.
+    os.truncate(folder / config.weights_file, served_file.stat().st_size - 1000)
+    with pytest.raises(WeightsError, match=r"has md5 [0-9a-f]{32}, expected .*it is corrupt"):
+        create_backbone(config.name, 7, input_shape=32, weights="imagenet", weights_dir=folder)
+
+
 def _assert_same_weights(model_a, model_b, layer_names):
     for name in layer_names:
         for ours, theirs in zip(
