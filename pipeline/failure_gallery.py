@@ -229,7 +229,8 @@ def _gallery_png(name: str, layer: str, images: np.ndarray, maps: np.ndarray,
     from training.gradcam import HEAT_CMAP, draw_overlay
 
     classes = list(dict.fromkeys(row["true"] for row in shown))
-    fig = Figure(figsize=(CELL_INCHES * PER_CLASS + 1.2, CELL_INCHES * len(classes) + 0.9))
+    height = CELL_INCHES * len(classes) + 0.9
+    fig = Figure(figsize=(CELL_INCHES * PER_CLASS + 1.2, height))
     FigureCanvasAgg(fig)
     axes = np.asarray(fig.subplots(len(classes), PER_CLASS, squeeze=False))
     for ax in axes.ravel():
@@ -246,7 +247,8 @@ def _gallery_png(name: str, layer: str, images: np.ndarray, maps: np.ndarray,
             ax.set_ylabel(f"true {row['true']}", fontsize=10, fontweight="bold")
     fig.suptitle(f"{name}: most confident test errors per true class\n"
                  f"Grad-CAM of the predicted class on {layer}", fontsize=11)
-    fig.subplots_adjust(hspace=0.35, wspace=0.08)
+    # the two title lines keep the top 0.9 inches, clear of the first row's image titles
+    fig.subplots_adjust(top=1.0 - 0.9 / height, hspace=0.35, wspace=0.08)
     fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap=HEAT_CMAP), ax=axes.ravel().tolist(),
                  fraction=0.03, pad=0.02, shrink=min(1.0, 2.0 / len(classes)),
                  label="Grad-CAM (share of the map's maximum)")

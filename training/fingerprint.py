@@ -103,6 +103,16 @@ def fingerprint_view(config: dict[str, Any], signatures: dict[str, Any]) -> dict
         A new, JSON-normalised dict (the input is not modified).
     """
     view = {k: v for k, v in config.items() if k not in NON_RESULT_KEYS}
+    training = view.get("training")
+    if isinstance(training, dict) and isinstance(training.get("image_size"), dict):
+        # Sizes of entries outside the default ("paper") group follow from the preset and
+        # --image-size (both in the view) and the zoo; left out, the fingerprint neither depends
+        # on --models nor differs from runs made before the other groups existed.
+        from training.entries import default_entries
+
+        paper = set(default_entries())
+        view["training"] = {**training, "image_size": {
+            name: size for name, size in training["image_size"].items() if name in paper}}
     if is_weights_file(view.get("weights")):
         view["weights"] = WEIGHTS_FILE_MARKER
     view["signatures"] = dict(signatures)

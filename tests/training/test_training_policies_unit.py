@@ -158,10 +158,13 @@ def test_resolve_preset_applies_overrides():
     assert resolved.weights is None and resolved.name == "smoke"
     assert (training.phase1_epochs, training.phase2_epochs, training.scratch_epochs) == (3, 3, 3)
     assert training.batch_size == 8 and training.min_batch_size <= 8
-    # Every entry's size (selected or not: the fingerprint must not depend on --models).
+    # The paper group's sizes, selected or not (as runs recorded them before the modern group
+    # existed), plus any selected entry outside it.
     assert training.image_size["paper_cnn"] == 64 and training.image_size[entries.SVM_ENTRY] == 75
-    assert set(training.image_size) == set(entries.all_entries())
-    assert training.image_size["convnext_tiny"] == training.image_size["efficientnet_b3"] == 32
+    assert set(training.image_size) == set(entries.default_entries())
+    modern = presets.resolve_preset("smoke", ["xception", "convnext_tiny"]).training.image_size
+    assert set(modern) == {*entries.default_entries(), "convnext_tiny"}
+    assert modern["convnext_tiny"] == 32
     assert resolved.svm.feature_size == 75
     paper = presets.resolve_preset("paper", ["xception"])
     assert paper.training.preprocessing == "unit"
@@ -234,8 +237,7 @@ def test_a_registered_backbone_is_an_entry_in_its_place():
 
 def test_small_image_size_is_refused_only_for_entries_that_run():
     resolved = presets.resolve_preset("smoke", ["resnext101"], image_size=32)
-    assert resolved.training.image_size == {"resnext101": 32, "nasnet_large": 32,
-                                            **{name: 32 for name in MODERN}}
+    assert resolved.training.image_size == {"resnext101": 32, "nasnet_large": 32}
     assert resolved.svm.feature_size is None
     with pytest.raises(presets.PresetError, match="inception_resnet_v2"):
         presets.resolve_preset("smoke", ["inception_resnet_v2+svm"], image_size=32)
@@ -284,3 +286,19 @@ def test_unknown_group_is_refused():
     with pytest.raises(ConfigError, match="unknown model group 'nets'; choose from paper, modern, "
                                           "all"):
         entries.group_entries("nets")
+
+
+def test_the_fingerprint_does_not_depend_on_models_outside_the_paper_group():
+    """Adding a modern backbone to a run keeps its fingerprint (and that of runs made before
+    the modern group existed): only the paper entries' sizes enter it."""
+    from training.fingerprint import protocol_fingerprint
+
+    paper = presets.resolve_preset("smoke", ["xception"])
+    mixed = presets.resolve_preset("smoke", ["xception", "densenet121"])
+    assert "densenet121" in mixed.training.image_size
+    config = {"preset": "smoke", "training": {"image_size": dict(paper.training.image_size)}}
+    with_modern = {"preset": "smoke", "training": {"image_size": dict(mixed.training.image_size)}}
+    assert protocol_fingerprint(config, {}) == protocol_fingerprint(with_modern, {})
+    changed = {"preset": "smoke", "training": {"image_size": {
+        **paper.training.image_size, "xception": 99}}}
+    assert protocol_fingerprint(changed, {}) != protocol_fingerprint(config, {})
