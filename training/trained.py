@@ -153,11 +153,7 @@ def split_images(run_dir: str | Path, entry: str, cache_dir: str | None = None,
     Raises:
         RunDirError: an unprepared run, or an entry it was not resolved for.
     """
-    import pandas as pd
-
-    from data_utils.cache import build_cache
-    from training.entry_data import load_entry_data
-    from training.worker import image_table
+    from training.worker import load_run_images
 
     run = RunDir(run_dir)
     config, _ = read_run_config(run.root)
@@ -165,11 +161,6 @@ def split_images(run_dir: str | Path, entry: str, cache_dir: str | None = None,
     if size is None or not run.splits_csv.is_file():
         raise RunDirError(f"{run.root}: no splits.csv or no size for {entry!r}; prepare and "
                           "train the run first")
-    splits = pd.read_csv(run.splits_csv, dtype={"image_id": str, "lesion_id": str, "dx": str,
-                                                "split": str})
-    table = image_table(config)
-    cache = build_cache(table["path"].tolist(), table["image_id"].tolist(), int(size),
-                        resize_mode=config.resize_mode, cache_root=cache_dir, workers=workers)
-    data = load_entry_data(cache, splits)
+    _, data = load_run_images(run.splits_csv, config, int(size), cache_dir, workers)
     return {split: (part.image_id, np.asarray(data.images[part.rows]))
             for split, part in (("val", data.val), ("test", data.test))}

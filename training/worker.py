@@ -129,6 +129,26 @@ def image_table(config: RunConfig):
                         allow_missing=config.allow_missing, test_set=config.test_set)
 
 
+def load_run_images(splits_csv: Path, config: RunConfig, size: int,
+                    cache_dir: str | None = None, workers: int | None = None):
+    """The run's image cache at `size` (built if needed, as training builds it) and its splits.
+
+    Returns:
+        (ImageCache, training.entry_data.EntryData).
+    """
+    import pandas as pd
+
+    from data_utils.cache import build_cache
+    from training.entry_data import load_entry_data
+
+    splits = pd.read_csv(splits_csv, dtype={"image_id": str, "lesion_id": str, "dx": str,
+                                            "split": str})
+    table = image_table(config)
+    cache = build_cache(table["path"].tolist(), table["image_id"].tolist(), int(size),
+                        resize_mode=config.resize_mode, cache_root=cache_dir, workers=workers)
+    return cache, load_entry_data(cache, splits)
+
+
 def run_entry(out: Path, entry: str, batch_size: int | None = None, cache_dir: str | None = None,
               workers: int | None = None, verbose: Any = "auto",
               devices: int | None = None, progress: Callable[..., None] | None = None,
@@ -155,12 +175,10 @@ def run_entry(out: Path, entry: str, batch_size: int | None = None, cache_dir: s
         DevicesError: more devices than visible, or a batch size they do not divide.
         Anything from training (the caller turns it into an exit code).
     """
-    import pandas as pd
 
     from core.atomic import read_json
     from core.errors import RunDirError
     from core.rundir import RunDir
-    from data_utils.cache import build_cache
     from training.entries import check_entry, is_svm_entry
 
     run = RunDir(out)
@@ -176,15 +194,7 @@ def run_entry(out: Path, entry: str, batch_size: int | None = None, cache_dir: s
     except KeyError:
         raise RunDirError(f"{run.run_json}: config.training.image_size has no size for {entry!r}; "
                           "the run was resolved without this entry") from None
-    splits = pd.read_csv(run.splits_csv, dtype={"image_id": str, "lesion_id": str, "dx": str,
-                                                "split": str})
-    table = image_table(config)
-    cache = build_cache(table["path"].tolist(), table["image_id"].tolist(), size,
-                        resize_mode=config.resize_mode, cache_root=cache_dir,
-                        workers=workers)
-    from training.entry_data import load_entry_data
-
-    data = load_entry_data(cache, splits)
+    cache, data = load_run_images(run.splits_csv, config, size, cache_dir, workers)
     entry_dir = run.model_dir(entry)
     if is_svm_entry(entry):
         from training.svm_baseline import run_svm_entry
