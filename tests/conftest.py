@@ -29,6 +29,38 @@ def full_metadata() -> Path:
     return FULL_METADATA
 
 
+# Two tiny backbones registered as a plug-in (tests/plugins/dermbench_tiny_backbones.py): the
+# orchestration end-to-end tests (grids, executors, plug-ins) train them instead of a Keras
+# application. Same names as TINY_BACKBONES in that module.
+TINY_BACKBONES = ("tiny_plugin_a", "tiny_plugin_b")
+_TINY_BACKBONES_MODULE = "dermbench_tiny_backbones"
+
+
+@pytest.fixture(scope="session")
+def tiny_backbones_env() -> dict[str, str]:
+    """The environment of a subprocess that registers the two tiny test backbones (merge it
+    into os.environ)."""
+    path = [str(REPO_ROOT / "tests" / "plugins"), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
+    return {"DERMBENCH_BACKBONES": _TINY_BACKBONES_MODULE,
+            "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order the tests for two workers sharing two cores (tox runs xdist with
+    --no-loadscope-reorder, so files are handed out in this order, one at a time to whichever
+    worker is free): the slow end-to-end files first, so that the workers share them; the tests
+    on the shared smoke run last, so that it has finished training in the background by then
+    instead of keeping a worker waiting. The order within a file is kept."""
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    on_smoke_run = {module(item) for item in items
+                    if "trained_smoke_run" in getattr(item, "fixturenames", ())}
+    slow = {module(item) for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: 2 if module(item) in on_smoke_run else
+               0 if module(item) in slow else 1)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep the decoded-image cache and Keras's cache out of the user's home during tests."""
@@ -45,7 +77,11 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
 # collection shows a test that needs it (`pytest_collection_finish`), so it trains while the unit
 # tests run; the fixture waits for it. Tests read it; a test that changes files works on a copy
 # (`copy_run`).
+# 350 generated images: every class keeps a lesion in each split (the ISIC scorer needs them all
+# in the test split); the rarest classes have one lesion in the validation split, so the fitted
+# ensembles show the "not learned" fallback too.
 SMOKE_RUN_ARGS = ("--all", "--preset", "smoke", "--deterministic", "--bootstrap", "200",
+                  "--synthetic-images", "350",
                   "--models", "inception_v3", "xception", "paper_cnn", "inception_resnet_v2+svm")
 SMOKE_RUN_TIMEOUT = 1800.0
 _SMOKE_RUN = "shared-smoke-run"

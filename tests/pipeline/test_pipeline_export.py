@@ -36,12 +36,19 @@ def _onnx_ready() -> str | None:
         else None
 
 
+def _onnx(entry: str, *marks: pytest.MarkDecorator):
+    return pytest.param(entry, "onnx", marks=[*marks, pytest.mark.skipif(
+        _onnx_ready() is not None, reason=_onnx_ready() or "")])
+
+
+# Xception as a SavedModel or through ONNX takes half a minute each on 2 cores: `tox -e full`.
 @pytest.mark.parametrize("entry, fmt", [
     ("xception", "keras"),
     ("paper_cnn", "keras"),
-    ("xception", "savedmodel"),
-    pytest.param("xception", "onnx", marks=pytest.mark.skipif(
-        _onnx_ready() is not None, reason=_onnx_ready() or "")),
+    ("paper_cnn", "savedmodel"),
+    _onnx("paper_cnn"),
+    pytest.param("xception", "savedmodel", marks=pytest.mark.full),
+    _onnx("xception", pytest.mark.full),
 ])
 def test_each_format_reloads_and_reproduces_the_test_predictions(run, capsys, entry, fmt):
     assert benchmark.main(["--export", "--entry", entry, "--format", fmt, "--out", str(run)]) == 0
@@ -59,13 +66,13 @@ def test_each_format_reloads_and_reproduces_the_test_predictions(run, capsys, en
 def test_the_savedmodel_reloads_as_a_keras_layer(run, capsys):
     import keras
 
-    folder = run / "export" / "xception" / artifact_name("savedmodel")
+    folder = run / "export" / "paper_cnn" / artifact_name("savedmodel")
     if not folder.is_dir():
-        assert benchmark.main(["--export", "--entry", "xception", "--format", "savedmodel",
+        assert benchmark.main(["--export", "--entry", "paper_cnn", "--format", "savedmodel",
                                "--out", str(run)]) == 0
     layer = keras.layers.TFSMLayer(str(folder), call_endpoint="serve")
-    ids, images = split_images(run, "xception")["test"]
-    expected = read_predictions(run / "models" / "xception" / "predictions_test.csv")
+    ids, images = split_images(run, "paper_cnn")["test"]
+    expected = read_predictions(run / "models" / "paper_cnn" / "predictions_test.csv")
     order = pd.Series(np.arange(len(expected)), index=expected.image_id)[list(ids)]
     np.testing.assert_allclose(np.asarray(layer(images.astype("float32"))),
                                expected.proba[order], rtol=0, atol=1e-4)
@@ -73,11 +80,11 @@ def test_the_savedmodel_reloads_as_a_keras_layer(run, capsys):
 
 @pytest.mark.parametrize("fmt", ["keras", "savedmodel"])
 def test_uint8_images_go_in_as_they_are(run, capsys, fmt):
-    path = run / "export" / "xception" / artifact_name(fmt)
+    path = run / "export" / "paper_cnn" / artifact_name(fmt)
     if not path.exists():
-        assert benchmark.main(["--export", "--entry", "xception", "--format", fmt,
+        assert benchmark.main(["--export", "--entry", "paper_cnn", "--format", fmt,
                                "--out", str(run)]) == 0
-    _, images = split_images(run, "xception")["test"]
+    _, images = split_images(run, "paper_cnn")["test"]
     assert images.dtype == np.uint8
     if fmt == "keras":
         import keras

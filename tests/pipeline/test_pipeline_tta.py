@@ -249,9 +249,14 @@ def _training_outputs(run: RunDir) -> dict[str, int]:
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "metrics.json"}
 
 
+# Two views on the end-to-end run (the CLI path is the same for every count; the views themselves
+# are checked for 1, 2, 4 and 8 in tests/training/test_training_tta.py).
+VIEWS = 2
+
+
 def _tta_command(run: RunDir) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmark.py"), *_smoke_run_args(),
-                           "--tta", "8", "--out", str(run.root)], cwd=run.root.parent,
+                           "--tta", str(VIEWS), "--out", str(run.root)], cwd=run.root.parent,
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -274,32 +279,33 @@ def test_tta_on_a_finished_smoke_run_adds_entries_without_retraining(trained_smo
         assert re.search(rf"^  {re.escape(name)}: ok  \(finished earlier, not retrained\)",
                          proc.stdout, re.M), proc.stdout
     line = next(x for x in proc.stdout.splitlines() if x.startswith("test-time augmentation"))
-    assert line.startswith("test-time augmentation, 8 views (no retraining): added: "
-                           + ", ".join(f"{name}+tta8" for name in cnn)), line
+    assert line.startswith(f"test-time augmentation, {VIEWS} views (no retraining): added: "
+                           + ", ".join(f"{name}+tta{VIEWS}" for name in cnn)), line
     if "inception_resnet_v2+svm" in plain:
         assert "skipped: inception_resnet_v2+svm (an SVM on frozen features" in line
     assert weights == {p: (p.stat().st_mtime_ns, file_sha256(p))
                        for p in run.models_dir.glob("*/best.weights.h5")}
     assert _training_outputs(run) == trained
     assert sorted(p.name for p in run.models_dir.iterdir()) == sorted(
-        plain + [f"{name}+tta8" for name in cnn])
+        plain + [f"{name}+tta{VIEWS}" for name in cnn])
     for name in cnn:
-        metrics = read_json(run.model_dir(f"{name}+tta8") / "metrics.json")
-        assert (metrics["kind"], metrics["status"], metrics["tta_views"]) == ("tta", "ok", 8)
+        metrics = read_json(run.model_dir(f"{name}+tta{VIEWS}") / "metrics.json")
+        assert (metrics["kind"], metrics["status"], metrics["tta_views"]) == ("tta", "ok", VIEWS)
         assert metrics["derived_from"] == name
         assert metrics["source_weights_sha256"] == file_sha256(
             run.model_dir(name) / "best.weights.h5")
         for split in ("val", "test"):
-            tta = read_predictions(RunDir.predictions_file(run.model_dir(f"{name}+tta8"), split))
+            tta = read_predictions(RunDir.predictions_file(
+                run.model_dir(f"{name}+tta{VIEWS}"), split))
             base = read_predictions(RunDir.predictions_file(run.model_dir(name), split))
             assert list(tta.image_id) == list(base.image_id)
     section = run.report_md.read_text().split("### Test-time augmentation (test split)", 1)[1]
     for name in cnn:
-        assert f"| {name}+tta8 " in section.split("\n#", 1)[0]
+        assert f"| {name}+tta{VIEWS} " in section.split("\n#", 1)[0]
 
     # the same command again recomputes nothing
-    derived = {p: p.stat().st_mtime_ns for p in run.models_dir.glob("*+tta8/*")}
+    derived = {p: p.stat().st_mtime_ns for p in run.models_dir.glob(f"*+tta{VIEWS}/*")}
     proc = _tta_command(run)
-    assert f"up to date: {', '.join(f'{name}+tta8' for name in cnn)}" in proc.stdout
+    assert f"up to date: {', '.join(f'{name}+tta{VIEWS}' for name in cnn)}" in proc.stdout
     assert "report up to date" in proc.stdout
-    assert derived == {p: p.stat().st_mtime_ns for p in run.models_dir.glob("*+tta8/*")}
+    assert derived == {p: p.stat().st_mtime_ns for p in run.models_dir.glob(f"*+tta{VIEWS}/*")}

@@ -15,6 +15,11 @@ import pytest
 
 from reports.build import build_report
 
+# Measured benchmarks (tens of seconds of work): pytest-benchmark turns itself off under xdist, so
+# in the default run they would only repeat work other tests cover. They run with `tox -e full`;
+# measured with `pytest -p no:xdist -m full tests/reports/test_bench_reports.py`.
+pytestmark = pytest.mark.full
+
 TIMES: dict[str, float] = {}
 
 

@@ -74,7 +74,7 @@ def test_every_export_scores_as_the_report_says(synthetic_run, tmp_path):
 
 @pytest.mark.slow
 def test_the_smoke_runs_exports_score_as_its_report_says(trained_smoke_run, tmp_path):
-    """The shared smoke run (tests/conftest.py): 700 generated images, so every class has a test
+    """The shared smoke run (tests/conftest.py): 350 generated images, so every class has a test
     image (the scorer's AUC needs each class present)."""
     out = trained_smoke_run
     run = RunDir(out)

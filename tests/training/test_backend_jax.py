@@ -4,7 +4,8 @@ Each test runs this file as a script in a subprocess with KERAS_BACKEND=jax (the
 fixed per process) and checks what it wrote:
 
 * importing and building never loads TensorFlow, and every model is XLA-compiled;
-* the real worker trains inception_v3 at 75 px (two phases) and writes metrics.json and valid
+* the real worker trains a Keras application (MobileNetV3-Large, the cheapest to compile) at the
+  smoke preset's size (two phases) and writes metrics.json and valid
   prediction files (paper_cnn through the worker under JAX, on two devices, and its checkpoint
   checked against this process: tests/training/test_distribution.py);
 * an interrupted two-phase entry resumes from its per-epoch state and ends exactly where an
@@ -28,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 N_IMAGES = 42
 TINY = "tiny_bn_jax"
 TINY_SIZE = 64
+APPLICATION = "mobilenet_v3_large"
 
 
 def _run_under_jax(task: str, tmp_path: Path, *args: str, timeout: int = 600) -> dict:
@@ -188,7 +190,8 @@ def test_training_stack_under_jax_never_imports_tensorflow(tmp_path):
 
 @pytest.fixture(scope="module")
 def rundir(tmp_path_factory) -> Path:
-    """A prepared tiny synthetic run: inception_v3 at 75 px, 1 epoch per phase, deterministic.
+    """A prepared tiny synthetic run: APPLICATION at the smoke size, 1 epoch per phase,
+    deterministic.
 
     The batch holds the whole training split: one step per epoch, one compiled shape.
     (paper_cnn through the worker under JAX: tests/training/test_distribution.py.)
@@ -204,10 +207,10 @@ def rundir(tmp_path_factory) -> Path:
                        ratios=(0.6, 0.2, 0.2), seed=0)
     splits = pd.read_csv(out / "splits.csv", dtype=str)
     batch = int((splits["split"] == "train").sum())
-    resolved = presets.resolve_preset("smoke", ["inception_v3"], epochs=1, batch_size=batch)
+    resolved = presets.resolve_preset("smoke", [APPLICATION], epochs=1, batch_size=batch)
     keys = ("dataset", "data_dir", "split", "ratios", "folds", "seed", "test_set",
             "allow_missing", "synthetic_images")
-    config = RunConfig(preset="smoke", entries=("inception_v3",), deterministic=True,
+    config = RunConfig(preset="smoke", entries=(APPLICATION,), deterministic=True,
                        training=resolved.training, svm=resolved.svm).to_dict()
     config.update({k: prepared.card[k] for k in keys})  # the prepared data, as run.json has it
     atomic_write_json(out / "run.json", {"config": config, "fingerprint": "fp-jax"})
@@ -216,17 +219,19 @@ def rundir(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_worker_trains_a_keras_application_in_two_phases_under_jax(rundir):
-    argv = json.dumps(["--out", str(rundir), "--entry", "inception_v3", "--verbose", "0"])
+    argv = json.dumps(["--out", str(rundir), "--entry", APPLICATION, "--verbose", "0"])
     report = _run_under_jax("worker", rundir.parent, argv)
     assert report["codes"] == [0] and not report["tensorflow"]
     from core.atomic import read_json
     from core.predictions import read_predictions
+    from training import presets
 
-    folder = rundir / "models" / "inception_v3"
+    folder = rundir / "models" / APPLICATION
     metrics = read_json(folder / "metrics.json")
     assert metrics["status"] == "ok" and metrics["backend"] == "jax", metrics.get("error")
     assert metrics["phases"] == ["frozen", "finetune"] and metrics["devices"] == 1
-    assert metrics["image_size"] == 75 and metrics["fingerprint"] == "fp-jax"
+    assert metrics["image_size"] == presets.image_size_for("smoke", APPLICATION)
+    assert metrics["fingerprint"] == "fp-jax"
     assert metrics["optimizer_iterations"] == 1  # phase 2's optimizer: 1 epoch of 1 step
     assert 0 < metrics["trainable_params_phase1"] < metrics["trainable_params_phase2"]
     assert metrics["test"]["balanced_accuracy"] is not None

@@ -31,6 +31,11 @@ from training.entry_data import EntryData, SplitData
 from training.model import build_training_model, compile_phase, configure_phase
 from training.settings import RunConfig
 
+# Measured benchmarks (tens of seconds of work): pytest-benchmark turns itself off under xdist, so
+# in the default run they would only repeat work other tests cover. They run with `tox -e full`;
+# measured with `pytest -p no:xdist -m full tests/training/test_bench_training.py`.
+pytestmark = pytest.mark.full
+
 N_IMAGES = 56
 SIZE = 64
 BATCH = 64

@@ -155,7 +155,8 @@ def test_sigkill_mid_entry_then_the_same_command_resumes(base_run, tmp_path):
     assert (run.model_dir("xception") / "predictions_test.csv").is_file()
 
 
-def test_another_protocol_is_refused_and_force_new_runs_beside_it(base_run, tmp_path):
+def test_another_protocol_is_refused_and_force_new_runs_beside_it(base_run, tmp_path,
+                                                                tiny_backbones_env):
     out = _copy(base_run[0], tmp_path)
     before = _snapshot(out)
     for extra, named in ((["--seed", "1"], "seed: 0 -> 1"),
@@ -171,21 +172,22 @@ def test_another_protocol_is_refused_and_force_new_runs_beside_it(base_run, tmp_
     # next one, which runs out of memory (simulated) at batch 16 and succeeds at 8.
     bad = tmp_path / "bad.weights.h5"
     bad.write_bytes(b"not an HDF5 file")
+    # (the failing backbone is a tiny plug-in: a Keras application fails the same way, slower)
     proc = _bench(out, "--seed", "1", "--force-new", "--weights", str(bad), "--batch-size", "16",
-                  "--models", "inception_v3", "paper_cnn",
-                  env={"DERMBENCH_SIMULATE_OOM_ABOVE_BATCH": "8"})
+                  "--models", "tiny_plugin_a", "paper_cnn",
+                  env={"DERMBENCH_SIMULATE_OOM_ABOVE_BATCH": "8", **tiny_backbones_env})
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert "failed: inception_v3 (failed" in proc.stderr
+    assert "failed: tiny_plugin_a (failed" in proc.stderr
     assert _snapshot(out) == before
     new = RunDir(tmp_path / "run-2")
     assert read_json(new.run_json)["config"]["seed"] == 1
-    failed = read_json(new.model_dir("inception_v3") / "metrics.json")
+    failed = read_json(new.model_dir("tiny_plugin_a") / "metrics.json")
     assert failed["status"] == "failed" and failed["error"]
     ok = read_json(new.model_dir("paper_cnn") / "metrics.json")
     assert ok["status"] == "ok" and ok["batch_size"] == 8
     assert "retrying with batch size 8" in new.train_log.read_text()
     results = pd.read_csv(new.results_csv).drop_duplicates("entry").set_index("entry")
-    assert results.loc["inception_v3", "status"] == "failed"
+    assert results.loc["tiny_plugin_a", "status"] == "failed"
     assert results.loc["paper_cnn", "status"] == "ok"
 
 

@@ -1,6 +1,6 @@
 """Registering a backbone in the zoo is the only step needed to train, ensemble and report it.
 
-Two tiny backbones live in a module outside the package (in tmp_path), registered through
+Two tiny backbones live in a module outside the package (tests/plugins/), registered through
 $DERMBENCH_BACKBONES, and go through the real CLI (`benchmark.py --all --preset smoke`, real
 worker subprocesses) beside paper_cnn.
 """
@@ -21,44 +21,14 @@ from core.rundir import RunDir
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-MODULE = "tiny_plugin_backbones"
-TINY = ("tiny_plugin_a", "tiny_plugin_b")
-SOURCE = '''
-"""Two tiny backbones registered from outside dermbench (a test plug-in)."""
-
-import zoo
-
-
-def _base(filters):
-    def build(input_shape):
-        import keras  # inside the builder: `import zoo` stays free of Keras
-
-        inputs = keras.Input(input_shape)
-        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(inputs)
-        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
-        return keras.Model(inputs, x, name="backbone")
-
-    return build
-
-
-for name, filters in (("tiny_plugin_a", 8), ("tiny_plugin_b", 12)):
-    zoo.register(
-        zoo.BackboneConfig(
-            name=name, display_name=name, input_size=64, min_size=32, preprocessing="unit",
-            weights_url=None, weights_file=None, weights_hash=None, hash_algorithm=None,
-            weights_format=None, params_1000=0, paper="a test plug-in", licence="test",
-            pretrained=True),
-        zoo.Builder(base=_base(filters)))
-'''
+TINY = ("tiny_plugin_a", "tiny_plugin_b")  # tests/plugins/dermbench_tiny_backbones.py
 
 
 @pytest.fixture(scope="module")
-def plugin_run(tmp_path_factory) -> Path:
+def plugin_run(tmp_path_factory, tiny_backbones_env) -> Path:
     root = tmp_path_factory.mktemp("plugin")
-    (root / f"{MODULE}.py").write_text(SOURCE, encoding="utf-8")
     out = root / "run"
-    env = {**os.environ, "DERMBENCH_BACKBONES": MODULE,
-           "PYTHONPATH": os.pathsep.join([str(root), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, **tiny_backbones_env}
     command = [sys.executable, str(REPO / "benchmark.py"), "--all", "--preset", "smoke",
                "--models", *TINY, "paper_cnn", "--synthetic-images", "100", "--epochs", "1",
                "--bootstrap", "20", "--out", str(out)]
