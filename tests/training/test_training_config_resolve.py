@@ -216,3 +216,49 @@ def test_entries_that_cannot_run_at_the_override_size_are_left_out_of_the_sizes(
 def test_an_image_size_below_a_backbones_minimum_is_refused():
     with pytest.raises(BenchmarkError, match="minimum"):
         _resolve("--preset", "smoke", "--image-size", "16", "--models", "inception_v3")
+
+
+# --- the Keras backend, read without importing Keras -----------------------------------------------
+
+@pytest.mark.parametrize("env, file, expected", [
+    ({}, None, "tensorflow"),
+    ({}, {"backend": "jax"}, "jax"),
+    ({"KERAS_BACKEND": "jax"}, {"backend": "tensorflow"}, "jax"),  # the variable wins
+    ({"KERAS_BACKEND": ""}, {"backend": "jax"}, "jax"),  # an empty variable is ignored
+    ({}, {"floatx": "float32"}, "tensorflow"),
+])
+def test_configured_backend_follows_keras_rules(tmp_path, monkeypatch, env, file, expected):
+    import json
+
+    from training.config import configured_keras_backend
+
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    if file is not None:
+        (tmp_path / "keras.json").write_text(json.dumps(file))
+    assert configured_keras_backend() == expected
+
+
+def test_configured_backend_is_the_one_keras_uses(tmp_path):
+    """What Keras itself picks, in this process and in a fresh one configured by keras.json."""
+    pytest.importorskip("jax", reason="the fresh process runs Keras under JAX (pip install -e .[jax])")
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import keras
+
+    from training.config import configured_keras_backend
+
+    assert configured_keras_backend() == keras.backend.backend()
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "jax"}))
+    env = {**os.environ, "KERAS_HOME": str(tmp_path), "KERAS_BACKEND": ""}
+    code = ("import sys; from training.config import configured_keras_backend as c; before = c(); "
+            "import keras; print(before, keras.backend.backend(), 'tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parents[2], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["jax", "jax", "False"]
