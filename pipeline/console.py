@@ -11,9 +11,8 @@
 - `configure_logging` is the console's logging for `--all` (benchmark.py): library records go to
   train.log only; the console shows warnings and errors (everything with -v) and never repeats a
   line `RunConsole` printed.
-- `captured_native_output` holds back what TensorFlow and XLA print straight to the file
-  descriptors (start-up banners, device probes) where the runner first builds a model (the
-  failure gallery, --tta), so that it reaches train.log instead of the console.
+- `import_keras_quietly` imports Keras (and with it TensorFlow) in the runner with the native
+  start-up banners captured, so that they reach train.log instead of the console.
 - `boxed` frames the pipeline-check note of a smoke or synthetic run for the final summary.
 
 Parallel jobs (`--jobs N`, Ray) get start and finish lines, never interleaved bars.
@@ -308,6 +307,30 @@ def captured_native_output() -> Iterator[list[str]]:
                 os.close(fd)
             sink.seek(0)
             captured.append(sink.read().decode("utf-8", errors="replace"))
+
+
+def import_keras_quietly() -> str:
+    """Import Keras (and its backend) in this process with the native output captured.
+
+    TensorFlow and XLA print their start-up banners (oneDNN, CUDA probes) straight to the file
+    descriptors when they are first imported; Python's logging cannot hold them back.
+
+    Returns:
+        What they printed ("" when Keras was imported before, or printed nothing).
+
+    Raises:
+        Whatever the import raises; what was printed then goes to stderr first (it explains why).
+    """
+    if "keras" in sys.modules:
+        return ""
+    captured: list[str] = []
+    try:
+        with captured_native_output() as captured:
+            import keras  # noqa: F401 - imported for its side effect: the backend starts here
+    except BaseException:
+        sys.stderr.write("".join(captured))
+        raise
+    return captured[0].strip()
 
 
 def boxed(text: str, title: str = "NOTE", width: int = 78) -> str:

@@ -33,7 +33,7 @@ from core.defaults import option
 from core.errors import RunDirError
 from core.rundir import RunDir
 from data_utils.prepare import prepare
-from pipeline.console import RunConsole
+from pipeline.console import RunConsole, import_keras_quietly
 from pipeline.finish import finish_grid, finish_run
 from pipeline.outcome import RunOutcome
 from pipeline.provenance import write_run_json
@@ -79,8 +79,8 @@ def run_all(args: argparse.Namespace, console: RunConsole | None = None) -> RunO
     executors.check_options(getattr(args, "executor", None), getattr(args, "jobs", None),
                             getattr(args, "ray_address", None))
     tensorboard = tensorboard_enabled(args)
-    # Keras is not imported here: the runner needs it only to draw the failure gallery and for
-    # --tta, which capture the frameworks' start-up output into train.log themselves.
+    # The frameworks' start-up banners go to train.log (with -v also to the console, as a record).
+    banner = import_keras_quietly()
     config = resolve_config(args)
     signatures = weights_signature(config)
     out = resolve_out(args, config)
@@ -90,6 +90,9 @@ def run_all(args: argparse.Namespace, console: RunConsole | None = None) -> RunO
             # no log); the check is repeated under the lock.
             check_existing(candidate, config, signatures)
             with locked(candidate), file_logging(RunDir(candidate).train_log):
+                if banner:
+                    logger.info("the frameworks' start-up output in this process:\n%s", banner)
+                    banner = ""
                 try:
                     return _run_in(candidate, args, config, signatures, console, tensorboard)
                 finally:

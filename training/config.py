@@ -199,37 +199,9 @@ def _grid_seeds(folds: int | None, seeds: Any, seed: int) -> tuple[int, ...] | N
 def _backend() -> str:
     """The Keras backend: it changes results (other kernels, other random streams), so it is part
     of the config and the fingerprint (left out of run.json for TensorFlow, the default)."""
-    import sys
+    import keras
 
-    if "keras" in sys.modules:
-        return sys.modules["keras"].backend.backend()
-    return configured_keras_backend()
-
-
-def configured_keras_backend() -> str:
-    """The backend Keras will use in this process, read as Keras reads it, without importing
-    Keras (which starts TensorFlow: seconds that a refused or finished command need not spend).
-
-    $KERAS_BACKEND when set and not empty, else "backend" of keras.json in $KERAS_HOME (or
-    ~/.keras, /tmp/.keras when the home folder is not writable), else "tensorflow".
-    tests/training/test_training_config_resolve.py checks it against `keras.backend.backend()`.
-    """
-    import json
-
-    backend = "tensorflow"
-    if "KERAS_HOME" in os.environ:
-        keras_dir = os.environ.get("KERAS_HOME") or ""
-    else:
-        home = os.path.expanduser("~")
-        keras_dir = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
-    config_path = os.path.expanduser(os.path.join(keras_dir, "keras.json"))
-    if os.path.exists(config_path):
-        try:
-            with open(config_path) as handle:
-                backend = json.load(handle).get("backend", backend)
-        except (ValueError, OSError, AttributeError):
-            pass
-    return os.environ.get("KERAS_BACKEND") or backend
+    return keras.backend.backend()
 
 
 def resolve_out(args: argparse.Namespace, config: RunConfig) -> Path:

@@ -13,6 +13,7 @@ import pytest
 
 from core.atomic import atomic_write_json
 from core.rundir import RunDir
+from pipeline import console as console_module
 from pipeline.all_action import summary
 from pipeline.console import (
     PRINTED,
@@ -180,6 +181,11 @@ def test_native_output_is_captured_at_the_file_descriptor(capfd):
     assert captured == ["E0000 failed call to cuInit\noneDNN custom operations are on\n"]
     out, err = capfd.readouterr()
     assert "cuInit" not in out + err
+
+
+def test_keras_imported_before_is_not_imported_again(monkeypatch):
+    monkeypatch.setitem(console_module.sys.modules, "keras", object())
+    assert console_module.import_keras_quietly() == ""
 
 
 def test_boxed_wraps_the_note_in_a_frame():
