@@ -7,14 +7,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from benchmark import build_parser
 from core.atomic import atomic_write_json, read_json
-from core.classes import CLASS_INDEX, CLASSES
 from core.entry_metrics import write_entry_metrics
-from core.predictions import make_predictions, write_predictions
 from core.rundir import RunDir
 from pipeline.run_all import run_all
 from training import jobs
@@ -29,7 +26,7 @@ def _args(out: Path, *extra: str):
          "--seeds", "0,1", "--folds", "2", "--models", *MODELS, "--out", str(out), *extra])
 
 
-def _worker(failing: set[tuple[str, str]]):
+def _worker(failing: set[tuple[str, str]], write_predictions_of):
     """A stand-in for the training worker: predictions and metrics.json, or a failure."""
     def run_worker(run_dir, name, batch_size, **kwargs):
         run = RunDir(run_dir)
@@ -37,16 +34,8 @@ def _worker(failing: set[tuple[str, str]]):
             write_entry_metrics(run.model_dir(name), extra={"status": "failed",
                                                             "error": "CUDA out of memory"})
             return 1
-        splits = pd.read_csv(run.splits_csv, dtype=str)
         rng = np.random.default_rng(abs(hash((run.root.name, name))) % 2**32)
-        for split in ("val", "test"):
-            part = splits[splits["split"] == split]
-            proba = rng.uniform(0, 1.0, size=(len(part), len(CLASSES)))
-            proba[np.arange(len(part)), [CLASS_INDEX[c] for c in part["dx"]]] += 1.0
-            proba /= proba.sum(axis=1, keepdims=True)
-            write_predictions(RunDir.predictions_file(run.model_dir(name), split),
-                              make_predictions(part["image_id"], part["lesion_id"], part["dx"],
-                                               proba))
+        write_predictions_of(run_dir, name, rng, 1.0, 1.0)
         write_entry_metrics(run.model_dir(name), n_resamples=20, extra={
             "status": "ok", "train_seconds": 1.0, "batch_size": batch_size})
         return 0
@@ -82,9 +71,9 @@ def _members(run: RunDir) -> dict[str, tuple[list[str], str]]:
 
 
 def test_one_member_set_for_the_grid_and_stale_replicates_refit(
-        tmp_path, monkeypatch, reports_called, caplog):
+        tmp_path, monkeypatch, reports_called, caplog, stand_in_predictions):
     failing = {("fold1-seed1", "resnext101")}
-    monkeypatch.setattr(jobs, "run_worker", _worker(failing))
+    monkeypatch.setattr(jobs, "run_worker", _worker(failing, stand_in_predictions))
     out = tmp_path / "grid"
     run = RunDir(out)
     with caplog.at_level(logging.INFO):

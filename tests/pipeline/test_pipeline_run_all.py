@@ -14,10 +14,8 @@ import pytest
 
 from benchmark import build_parser
 from core.atomic import atomic_write_json, read_json
-from core.classes import CLASS_INDEX, CLASSES
 from core.entry_metrics import write_entry_metrics
 from core.errors import RunDirError
-from core.predictions import make_predictions, write_predictions
 from core.rundir import RunDir
 from pipeline import all_action
 from pipeline.run_all import run_all
@@ -33,25 +31,19 @@ def _args(out: Path, *extra: str):
          "--out", str(out), *extra])
 
 
-def _ok(run_dir: Path, name: str, batch_size: int) -> int:
+def _ok(write_predictions_of):
     """What a successful worker leaves behind: history, predictions, metrics."""
-    run = RunDir(run_dir)
-    splits = pd.read_csv(run.splits_csv, dtype=str)
-    entry = run.model_dir(name)
-    rng = np.random.default_rng(len(name))
-    for split in ("val", "test"):
-        part = splits[splits["split"] == split]
-        proba = rng.uniform(0, 0.1, size=(len(part), len(CLASSES)))
-        proba[np.arange(len(part)), [CLASS_INDEX[c] for c in part["dx"]]] += 1.0
-        proba /= proba.sum(axis=1, keepdims=True)
-        write_predictions(RunDir.predictions_file(entry, split), make_predictions(
-            part["image_id"], part["lesion_id"], part["dx"], proba))
-    pd.DataFrame([{"epoch": 1, "phase": "scratch", "val_balanced_accuracy": 0.9}]).to_csv(
-        entry / "history.csv", index=False)
-    write_entry_metrics(entry, n_resamples=20, extra={
-        "status": "ok", "train_seconds": 2.0, "batch_size": batch_size, "kind": entry_kind(name),
-        "fingerprint": read_json(run.run_json)["fingerprint"]})
-    return 0
+    def ok(run_dir: Path, name: str, batch_size: int) -> int:
+        run = RunDir(run_dir)
+        entry = run.model_dir(name)
+        write_predictions_of(run_dir, name, np.random.default_rng(len(name)), 0.1, 1.0)
+        pd.DataFrame([{"epoch": 1, "phase": "scratch", "val_balanced_accuracy": 0.9}]).to_csv(
+            entry / "history.csv", index=False)
+        write_entry_metrics(entry, n_resamples=20, extra={
+            "status": "ok", "train_seconds": 2.0, "batch_size": batch_size,
+            "kind": entry_kind(name), "fingerprint": read_json(run.run_json)["fingerprint"]})
+        return 0
+    return ok
 
 
 def _nan(run_dir: Path, name: str, batch_size: int) -> int:
@@ -62,14 +54,15 @@ def _nan(run_dir: Path, name: str, batch_size: int) -> int:
 
 
 @pytest.fixture()
-def workers(monkeypatch):
+def workers(monkeypatch, stand_in_predictions):
     """behaviour[name] -> callable(run_dir, name, batch) -> exit code; records the calls."""
     behaviour: dict = {}
     calls: list[str] = []
+    ok = _ok(stand_in_predictions)
 
     def fake_run_worker(run_dir, name, batch_size, **kwargs):
         calls.append(name)
-        return behaviour.get(name, _ok)(run_dir, name, batch_size)
+        return behaviour.get(name, ok)(run_dir, name, batch_size)
 
     monkeypatch.setattr(jobs, "run_worker", fake_run_worker)
     return behaviour, calls

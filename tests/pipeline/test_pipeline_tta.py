@@ -20,9 +20,8 @@ import pytest
 
 from benchmark import build_parser
 from core.atomic import read_json
-from core.classes import CLASS_INDEX, CLASSES
 from core.entry_metrics import write_entry_metrics
-from core.predictions import make_predictions, read_predictions, write_predictions
+from core.predictions import read_predictions
 from core.rundir import RunDir
 from pipeline.console import RunConsole
 from pipeline.run_all import run_all
@@ -40,29 +39,22 @@ def _args(out: Path, *extra: str):
          "--models", *MODELS, "--out", str(out), *extra])
 
 
-def _ok(run_dir, name, batch_size, **kwargs) -> int:
+def _ok(write_predictions_of):
     """A finished entry: predictions, metrics.json and (CNN entries) stand-in weights."""
-    run = RunDir(run_dir)
-    splits = pd.read_csv(run.splits_csv, dtype=str)
-    folder = run.model_dir(name)
-    rng = np.random.default_rng(len(name))
-    for split in ("val", "test"):
-        part = splits[splits["split"] == split]
-        proba = rng.uniform(0, 1.0, size=(len(part), len(CLASSES)))
-        proba[np.arange(len(part)), [CLASS_INDEX[c] for c in part["dx"]]] += 0.5
-        proba /= proba.sum(axis=1, keepdims=True)
-        write_predictions(RunDir.predictions_file(folder, split), make_predictions(
-            part["image_id"], part["lesion_id"], part["dx"], proba))
-    if not is_svm_entry(name):
-        (folder / "best.weights.h5").write_bytes(f"weights of {name}".encode())
-    write_entry_metrics(folder, n_resamples=20, extra={
-        "status": "ok", "kind": entry_kind(name), "batch_size": batch_size,
-        "params": 1000, "flops_per_image": 10})
-    return 0
+    def ok(run_dir, name, batch_size, **kwargs) -> int:
+        folder = RunDir(run_dir).model_dir(name)
+        write_predictions_of(run_dir, name, np.random.default_rng(len(name)), 1.0, 0.5)
+        if not is_svm_entry(name):
+            (folder / "best.weights.h5").write_bytes(f"weights of {name}".encode())
+        write_entry_metrics(folder, n_resamples=20, extra={
+            "status": "ok", "kind": entry_kind(name), "batch_size": batch_size,
+            "params": 1000, "flops_per_image": 10})
+        return 0
+    return ok
 
 
 @pytest.fixture()
-def stand_ins(monkeypatch):
+def stand_ins(monkeypatch, stand_in_predictions):
     """The worker and the trained model replaced; returns the entries loaded, in order."""
     import training.trained
 
@@ -88,7 +80,7 @@ def stand_ins(monkeypatch):
             out[split] = (ids, rng.integers(0, 4, (len(ids), 4, 4, 3)).astype(np.uint8))
         return out
 
-    monkeypatch.setattr(jobs, "run_worker", _ok)
+    monkeypatch.setattr(jobs, "run_worker", _ok(stand_in_predictions))
     monkeypatch.setattr(training.trained, "load_trained_entry", load_trained_entry)
     monkeypatch.setattr(training.trained, "split_images", split_images)
     return loaded
