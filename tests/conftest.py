@@ -31,8 +31,7 @@ def full_metadata() -> Path:
 
 # Two tiny backbones registered as a plug-in (tests/plugins/dermbench_tiny_backbones.py): the
 # orchestration end-to-end tests (grids, executors, plug-ins) train them instead of a Keras
-# application. Same names as TINY_BACKBONES in that module.
-TINY_BACKBONES = ("tiny_plugin_a", "tiny_plugin_b")
+# application: tiny_plugin_a and tiny_plugin_b.
 _TINY_BACKBONES_MODULE = "dermbench_tiny_backbones"
 
 
